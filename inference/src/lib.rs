@@ -1,0 +1,15 @@
+//! Confidant's inference engine.
+//!
+//! Models are loaded from an in-memory GGUF buffer (never a path: encrypted
+//! models are decrypted into locked memory only). The tokenizer and the chat
+//! template come from the GGUF metadata.
+#![deny(unsafe_code)]
+
+pub mod error;
+pub mod gguf;
+pub mod model;
+pub mod template;
+pub mod tokenizer;
+
+pub use error::{Error, Result};
+pub use gguf::Gguf;

@@ -1,0 +1,4 @@
+//! Model architectures.
+
+/// Architectures (`general.architecture`) this engine runs.
+pub const SUPPORTED_ARCHITECTURES: &[&str] = &["llama"];
