@@ -46,6 +46,9 @@ pub enum Error {
     /// The engine has shut down.
     #[error("the engine has stopped")]
     EngineStopped,
+    /// A forward pass failed; the sequences in it were ended.
+    #[error("forward pass failed: {0}")]
+    Forward(String),
     /// An error inside candle (reference backend).
     #[error("candle: {0}")]
     Candle(String),

@@ -5,9 +5,13 @@
 //! template come from the GGUF metadata.
 #![deny(unsafe_code)]
 
+pub mod engine;
 pub mod error;
 pub mod gguf;
+pub mod kernels;
 pub mod model;
+pub mod quant;
+pub mod sampling;
 pub mod template;
 pub mod tokenizer;
 

@@ -19,11 +19,19 @@ struct Cli {
 enum Command {
     // Each subcommand lives in its own module under `cli/`; a module exposes
     // `Args`/`Cmd` (clap) and `run(..) -> anyhow::Result<ExitCode>`.
+    /// Serve the OpenAI-compatible API.
+    Serve(cli::serve::ServeArgs),
+    /// Generate text once from the command line.
+    Generate(cli::generate::GenerateArgs),
 }
 
 fn main() -> ExitCode {
+    init_tracing();
     let cli = Cli::parse();
-    let result: anyhow::Result<ExitCode> = match cli.command {};
+    let result: anyhow::Result<ExitCode> = match cli.command {
+        Command::Serve(a) => cli::serve::run(a),
+        Command::Generate(a) => cli::generate::run(a),
+    };
     match result {
         Ok(code) => code,
         Err(e) => {
@@ -31,4 +39,14 @@ fn main() -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// Logs to stderr; `RUST_LOG` filters (default `info`).
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
 }

@@ -1,0 +1,338 @@
+//! x86-64 SIMD kernels: AVX2 + FMA + F16C, and the same kernels with AVX-512
+//! VNNI (`vpdpbusd` on 256-bit registers) for the 8-bit dot products.
+//!
+//! Every entry point here is called only after `super::isa()` confirmed the
+//! CPU features at run time, and after `super` checked slice lengths; the
+//! `unsafe` blocks rely on exactly those two facts.
+#![allow(unsafe_code)]
+
+use std::arch::x86_64::*;
+
+use crate::quant::{QK, QuantActs, WeightFormat};
+
+/// Horizontal sum of eight f32 lanes.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn hsum_ps(v: __m256) -> f32 {
+    let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
+    let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    let s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    _mm_cvtss_f32(s)
+}
+
+/// Horizontal sum of eight i32 lanes.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn hsum_epi32(v: __m256i) -> i32 {
+    let s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256::<1>(v));
+    let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b01_00_11_10>(s));
+    let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b10_11_00_01>(s));
+    _mm_cvtsi128_si32(s)
+}
+
+pub(super) fn quantize_acts(x: &[f32], qs: &mut [i8], d: &mut [f32], s: &mut [f32]) {
+    // SAFETY: AVX2/FMA/F16C presence was checked by `isa()`; `super` asserted
+    // x.len() == qs.len() == 32 * d.len() == 32 * s.len().
+    unsafe { quantize_acts_avx2(x, qs, d, s) }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn quantize_acts_avx2(x: &[f32], qs: &mut [i8], d: &mut [f32], s: &mut [f32]) {
+    let abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fff_ffff));
+    let perm = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+    for b in 0..d.len() {
+        // SAFETY: block b covers x[32b..32b+32] and qs[32b..32b+32], in bounds
+        // because x.len() == qs.len() == 32 * d.len().
+        unsafe {
+            let p = x.as_ptr().add(b * QK);
+            let v0 = _mm256_loadu_ps(p);
+            let v1 = _mm256_loadu_ps(p.add(8));
+            let v2 = _mm256_loadu_ps(p.add(16));
+            let v3 = _mm256_loadu_ps(p.add(24));
+            let m = _mm256_max_ps(
+                _mm256_max_ps(_mm256_and_ps(v0, abs_mask), _mm256_and_ps(v1, abs_mask)),
+                _mm256_max_ps(_mm256_and_ps(v2, abs_mask), _mm256_and_ps(v3, abs_mask)),
+            );
+            let m4 = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps::<1>(m));
+            let m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+            let m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
+            let amax = _mm_cvtss_f32(m4);
+            let dd = amax / 127.0;
+            let id = _mm256_set1_ps(if dd != 0.0 { 1.0 / dd } else { 0.0 });
+            const R: i32 = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
+            let i0 = _mm256_cvtps_epi32(_mm256_round_ps::<R>(_mm256_mul_ps(v0, id)));
+            let i1 = _mm256_cvtps_epi32(_mm256_round_ps::<R>(_mm256_mul_ps(v1, id)));
+            let i2 = _mm256_cvtps_epi32(_mm256_round_ps::<R>(_mm256_mul_ps(v2, id)));
+            let i3 = _mm256_cvtps_epi32(_mm256_round_ps::<R>(_mm256_mul_ps(v3, id)));
+            let sum = hsum_epi32(_mm256_add_epi32(
+                _mm256_add_epi32(i0, i1),
+                _mm256_add_epi32(i2, i3),
+            ));
+            let packed = _mm256_packs_epi16(_mm256_packs_epi32(i0, i1), _mm256_packs_epi32(i2, i3));
+            let packed = _mm256_permutevar8x32_epi32(packed, perm);
+            _mm256_storeu_si256(qs.as_mut_ptr().add(b * QK) as *mut __m256i, packed);
+            let dh = half::f16::from_f32(dd).to_f32();
+            d[b] = dh;
+            s[b] = half::f16::from_f32(dh * sum as f32).to_f32();
+        }
+    }
+}
+
+pub(super) fn dot(a: &[f32], b: &[f32]) -> f32 {
+    // SAFETY: features checked by `isa()`; `super` asserted equal lengths.
+    unsafe { dot_avx2(a, b) }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn dot_avx2(a: &[f32], b: &[f32]) -> f32 {
+    let n = a.len();
+    let mut acc0 = _mm256_setzero_ps();
+    let mut acc1 = _mm256_setzero_ps();
+    let mut i = 0;
+    // SAFETY: every load reads [i, i+8) or [i+8, i+16) with i + 16 <= n
+    // (or i + 8 <= n below), and a.len() == b.len() == n.
+    unsafe {
+        while i + 16 <= n {
+            acc0 = _mm256_fmadd_ps(
+                _mm256_loadu_ps(a.as_ptr().add(i)),
+                _mm256_loadu_ps(b.as_ptr().add(i)),
+                acc0,
+            );
+            acc1 = _mm256_fmadd_ps(
+                _mm256_loadu_ps(a.as_ptr().add(i + 8)),
+                _mm256_loadu_ps(b.as_ptr().add(i + 8)),
+                acc1,
+            );
+            i += 16;
+        }
+        if i + 8 <= n {
+            acc0 = _mm256_fmadd_ps(
+                _mm256_loadu_ps(a.as_ptr().add(i)),
+                _mm256_loadu_ps(b.as_ptr().add(i)),
+                acc0,
+            );
+            i += 8;
+        }
+    }
+    let mut sum = hsum_ps(_mm256_add_ps(acc0, acc1));
+    while i < n {
+        sum += a[i] * b[i];
+        i += 1;
+    }
+    sum
+}
+
+pub(super) fn axpy(alpha: f32, x: &[f32], y: &mut [f32]) {
+    // SAFETY: features checked by `isa()`; `super` asserted equal lengths.
+    unsafe { axpy_avx2(alpha, x, y) }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn axpy_avx2(alpha: f32, x: &[f32], y: &mut [f32]) {
+    let n = x.len();
+    let a = _mm256_set1_ps(alpha);
+    let mut i = 0;
+    // SAFETY: each access covers [i, i+8) with i + 8 <= n == x.len() == y.len().
+    unsafe {
+        while i + 8 <= n {
+            let yp = y.as_mut_ptr().add(i);
+            _mm256_storeu_ps(
+                yp,
+                _mm256_fmadd_ps(a, _mm256_loadu_ps(x.as_ptr().add(i)), _mm256_loadu_ps(yp)),
+            );
+            i += 8;
+        }
+    }
+    while i < n {
+        y[i] += alpha * x[i];
+        i += 1;
+    }
+}
+
+pub(super) fn matmul_rows(
+    fmt: WeightFormat,
+    w: &[u8],
+    nrows: usize,
+    acts: &QuantActs,
+    out: &mut [f32],
+    vnni: bool,
+) {
+    // SAFETY: features checked by `isa()` (VNNI only when `vnni` is set);
+    // `super::matmul_rows` asserted that `w` holds `nrows` rows of
+    // `acts.cols` weights, that `out` has `nrows * acts.rows` slots and that
+    // `acts` is consistent.
+    unsafe {
+        if vnni {
+            vnni::matmul_rows(fmt, w, nrows, acts, out)
+        } else {
+            avx2::matmul_rows(fmt, w, nrows, acts, out)
+        }
+    }
+}
+
+/// Generates the quantized matmul kernels for one instruction set. `$dot`
+/// turns (unsigned bytes, signed bytes) into eight i32 sums of four products.
+macro_rules! qmatmul_kernels {
+    ($name:ident, $features:literal, $dot:item) => {
+        mod $name {
+            use super::*;
+
+            $dot
+
+            /// 32 unsigned nibbles of a 4-bit block, low halves first.
+            #[target_feature(enable = $features)]
+            #[inline]
+            unsafe fn unpack_nibbles(p: *const u8) -> __m256i {
+                // SAFETY: the caller guarantees 16 readable bytes at p.
+                let q = unsafe { _mm_loadu_si128(p as *const __m128i) };
+                let m = _mm_set1_epi8(0x0F);
+                let lo = _mm_and_si128(q, m);
+                let hi = _mm_and_si128(_mm_srli_epi16::<4>(q), m);
+                _mm256_set_m128i(hi, lo)
+            }
+
+            /// The two f16 values at p and p+2 as f32.
+            #[target_feature(enable = $features)]
+            #[inline]
+            unsafe fn two_f16(p: *const u8) -> (f32, f32) {
+                // SAFETY: the caller guarantees 4 readable bytes at p.
+                let bits = unsafe { std::ptr::read_unaligned(p as *const i32) };
+                let v = _mm_cvtph_ps(_mm_cvtsi32_si128(bits));
+                (_mm_cvtss_f32(v), _mm_cvtss_f32(_mm_movehdup_ps(v)))
+            }
+
+            #[target_feature(enable = $features)]
+            #[inline]
+            unsafe fn one_f16(p: *const u8) -> f32 {
+                // SAFETY: the caller guarantees 2 readable bytes at p.
+                let bits = unsafe { std::ptr::read_unaligned(p as *const u16) };
+                _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(bits as i32)))
+            }
+
+            /// One weight row against N consecutive activation rows from t0.
+            #[target_feature(enable = $features)]
+            #[inline]
+            unsafe fn tile<const N: usize>(
+                fmt: WeightFormat,
+                row: *const u8,
+                acts: &QuantActs,
+                t0: usize,
+                out: *mut f32,
+            ) {
+                let nb = acts.blocks_per_row();
+                let cols = acts.cols;
+                let mut acc = [_mm256_setzero_ps(); N];
+                let mut accm = [0f32; N];
+                let qs = acts.qs.as_ptr();
+                let eight = _mm256_set1_epi8(8);
+                // SAFETY: block b of this row is at row + b * block_bytes
+                // and b < nb; activation row t0 + t < acts.rows has its
+                // block b at qs[(t0+t)*cols + 32b..+32], d/s at (t0+t)*nb+b.
+                unsafe {
+                    for b in 0..nb {
+                        match fmt {
+                            WeightFormat::Q4_1 => {
+                                let blk = row.add(b * 20);
+                                let (dw, mw) = two_f16(blk);
+                                let w = unpack_nibbles(blk.add(4));
+                                for t in 0..N {
+                                    let ti = (t0 + t) * nb + b;
+                                    let a = _mm256_loadu_si256(
+                                        qs.add((t0 + t) * cols + b * QK) as *const __m256i,
+                                    );
+                                    let p = dot_u8i8(w, a);
+                                    acc[t] = _mm256_fmadd_ps(
+                                        _mm256_set1_ps(dw * *acts.d.get_unchecked(ti)),
+                                        _mm256_cvtepi32_ps(p),
+                                        acc[t],
+                                    );
+                                    accm[t] += mw * *acts.s.get_unchecked(ti);
+                                }
+                            }
+                            WeightFormat::Q4_0 | WeightFormat::Q8_0 => {
+                                let (blk, w) = if fmt == WeightFormat::Q4_0 {
+                                    let blk = row.add(b * 18);
+                                    (blk, _mm256_sub_epi8(unpack_nibbles(blk.add(2)), eight))
+                                } else {
+                                    let blk = row.add(b * 34);
+                                    (blk, _mm256_loadu_si256(blk.add(2) as *const __m256i))
+                                };
+                                let dw = one_f16(blk);
+                                let aw = _mm256_sign_epi8(w, w);
+                                for t in 0..N {
+                                    let ti = (t0 + t) * nb + b;
+                                    let a = _mm256_loadu_si256(
+                                        qs.add((t0 + t) * cols + b * QK) as *const __m256i,
+                                    );
+                                    let p = dot_u8i8(aw, _mm256_sign_epi8(a, w));
+                                    acc[t] = _mm256_fmadd_ps(
+                                        _mm256_set1_ps(dw * *acts.d.get_unchecked(ti)),
+                                        _mm256_cvtepi32_ps(p),
+                                        acc[t],
+                                    );
+                                }
+                            }
+                        }
+                    }
+                    for t in 0..N {
+                        *out.add(t) = hsum_ps(acc[t]) + accm[t];
+                    }
+                }
+            }
+
+            #[target_feature(enable = $features)]
+            pub(super) unsafe fn matmul_rows(
+                fmt: WeightFormat,
+                w: &[u8],
+                nrows: usize,
+                acts: &QuantActs,
+                out: &mut [f32],
+            ) {
+                let row_bytes = acts.blocks_per_row() * fmt.block_bytes();
+                let t_all = acts.rows;
+                for r in 0..nrows {
+                    // SAFETY: row r lies inside w (checked by the caller), and
+                    // out[r * t_all + t] for t < t_all lies inside out.
+                    unsafe {
+                        let row = w.as_ptr().add(r * row_bytes);
+                        let o = out.as_mut_ptr().add(r * t_all);
+                        let mut t = 0;
+                        while t + 4 <= t_all {
+                            tile::<4>(fmt, row, acts, t, o.add(t));
+                            t += 4;
+                        }
+                        match t_all - t {
+                            3 => tile::<3>(fmt, row, acts, t, o.add(t)),
+                            2 => tile::<2>(fmt, row, acts, t, o.add(t)),
+                            1 => tile::<1>(fmt, row, acts, t, o.add(t)),
+                            _ => {}
+                        }
+                    }
+                }
+            }
+        }
+    };
+}
+
+qmatmul_kernels!(
+    avx2,
+    "avx2,fma,f16c",
+    /// u8 × i8 products summed in fours: `maddubs` (no saturation: the
+    /// unsigned side is at most 127 here) then `madd` with ones.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline]
+    fn dot_u8i8(u: __m256i, s: __m256i) -> __m256i {
+        _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1))
+    }
+);
+
+qmatmul_kernels!(
+    vnni,
+    "avx2,fma,f16c,avx512vnni,avx512vl,avx512bw,avx512f",
+    /// u8 × i8 products summed in fours with one `vpdpbusd`.
+    #[target_feature(enable = "avx2,fma,f16c,avx512vnni,avx512vl,avx512bw,avx512f")]
+    #[inline]
+    fn dot_u8i8(u: __m256i, s: __m256i) -> __m256i {
+        _mm256_dpbusd_epi32(_mm256_setzero_si256(), u, s)
+    }
+);

@@ -1,0 +1,453 @@
+//! The native llama forward pass: weights read in place from the GGUF buffer,
+//! SIMD quantized matmuls (`crate::kernels`), a preallocated KV cache per
+//! sequence, and batching of any number of sequences (prefill chunks and
+//! single decode steps mixed) into one pass.
+
+use std::cell::RefCell;
+
+use bytes::Bytes;
+use candle_core::quantized::GgmlDType;
+use rayon::prelude::*;
+
+use super::config::LlamaConfig;
+use crate::error::{Error, Result};
+use crate::gguf::{Gguf, tensor_err};
+use crate::kernels;
+use crate::quant::{QK, QuantActs, WeightFormat, dequantize_row};
+
+/// A quantized matrix living in the model buffer.
+#[derive(Debug, Clone)]
+struct QWeight {
+    fmt: WeightFormat,
+    rows: usize,
+    cols: usize,
+    range: std::ops::Range<usize>,
+}
+
+impl QWeight {
+    fn load(g: &Gguf, name: &str, rows: usize, cols: usize) -> Result<Self> {
+        let t = g.tensor(name)?;
+        if t.dims != [rows, cols] {
+            return Err(tensor_err(
+                name,
+                &format!("has shape {:?}, expected [{rows}, {cols}]", t.dims),
+            ));
+        }
+        let fmt = WeightFormat::from_ggml(t.dtype).ok_or_else(|| {
+            tensor_err(name, &format!("type {:?} has no native kernel", t.dtype))
+        })?;
+        if cols % QK != 0 {
+            return Err(tensor_err(name, "row length is not a multiple of 32"));
+        }
+        Ok(Self {
+            fmt,
+            rows,
+            cols,
+            range: t.range,
+        })
+    }
+
+    fn row_bytes(&self) -> usize {
+        self.cols / QK * self.fmt.block_bytes()
+    }
+}
+
+fn load_f32(g: &Gguf, name: &str, len: usize) -> Result<Vec<f32>> {
+    let t = g.tensor(name)?;
+    if t.dims.iter().product::<usize>() != len {
+        return Err(tensor_err(name, &format!("has {:?} elements, expected {len}", t.dims)));
+    }
+    let b = g.tensor_bytes(&t);
+    match t.dtype {
+        GgmlDType::F32 => Ok(b
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect()),
+        GgmlDType::F16 => Ok(b
+            .chunks_exact(2)
+            .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
+            .collect()),
+        other => Err(tensor_err(name, &format!("norm weights of type {other:?}"))),
+    }
+}
+
+struct Layer {
+    attn_norm: Vec<f32>,
+    wq: QWeight,
+    wk: QWeight,
+    wv: QWeight,
+    wo: QWeight,
+    ffn_norm: Vec<f32>,
+    gate: QWeight,
+    up: QWeight,
+    down: QWeight,
+}
+
+/// The native llama backend.
+pub struct NativeLlama {
+    bytes: Bytes,
+    cfg: LlamaConfig,
+    embed: QWeight,
+    layers: Vec<Layer>,
+    output_norm: Vec<f32>,
+    output: QWeight,
+    theta_scale: f32,
+}
+
+/// One sequence's key/value cache, allocated once for its whole length.
+pub struct KvCache {
+    k: Vec<f32>,
+    v: Vec<f32>,
+    len: usize,
+    cap: usize,
+    n_kv: usize,
+    head_dim: usize,
+}
+
+impl KvCache {
+    /// Tokens already in the cache.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the cache holds no token yet.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Maximum tokens.
+    pub fn capacity(&self) -> usize {
+        self.cap
+    }
+
+    fn base(&self, layer: usize, g: usize) -> usize {
+        ((layer * self.n_kv + g) * self.cap) * self.head_dim
+    }
+}
+
+/// Bytes one cached token takes for a config.
+pub fn kv_bytes_per_token(cfg: &LlamaConfig) -> usize {
+    2 * cfg.block_count * cfg.kv_dim() * std::mem::size_of::<f32>()
+}
+
+/// Input of one sequence to a batched forward pass.
+pub struct NativeItem<'a> {
+    /// Tokens to append.
+    pub tokens: &'a [u32],
+    /// The sequence's cache.
+    pub cache: &'a mut KvCache,
+    /// Whether to compute logits for the last token.
+    pub want_logits: bool,
+}
+
+thread_local! {
+    static SCORES: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+impl NativeLlama {
+    /// Maps the model's tensors; fails if any has no native kernel.
+    pub fn load(g: &Gguf, cfg: &LlamaConfig) -> Result<Self> {
+        let d = cfg.embedding_length;
+        let kv = cfg.kv_dim();
+        let ff = cfg.feed_forward_length;
+        let embed = QWeight::load(g, "token_embd.weight", cfg.vocab_size, d)?;
+        let output = if g.has_tensor("output.weight") {
+            QWeight::load(g, "output.weight", cfg.vocab_size, d)?
+        } else {
+            embed.clone()
+        };
+        let mut layers = Vec::with_capacity(cfg.block_count);
+        for i in 0..cfg.block_count {
+            let n = |s: &str| format!("blk.{i}.{s}.weight");
+            layers.push(Layer {
+                attn_norm: load_f32(g, &n("attn_norm"), d)?,
+                wq: QWeight::load(g, &n("attn_q"), d, d)?,
+                wk: QWeight::load(g, &n("attn_k"), kv, d)?,
+                wv: QWeight::load(g, &n("attn_v"), kv, d)?,
+                wo: QWeight::load(g, &n("attn_output"), d, d)?,
+                ffn_norm: load_f32(g, &n("ffn_norm"), d)?,
+                gate: QWeight::load(g, &n("ffn_gate"), ff, d)?,
+                up: QWeight::load(g, &n("ffn_up"), ff, d)?,
+                down: QWeight::load(g, &n("ffn_down"), d, ff)?,
+            });
+        }
+        let output_norm = load_f32(g, "output_norm.weight", d)?;
+        let theta_scale = cfg
+            .rope_freq_base
+            .powf(-2.0 / cfg.rope_dimension_count as f32);
+        Ok(Self {
+            bytes: g.bytes().clone(),
+            cfg: cfg.clone(),
+            embed,
+            layers,
+            output_norm,
+            output,
+            theta_scale,
+        })
+    }
+
+    /// A cache for up to `capacity` tokens.
+    pub fn new_cache(&self, capacity: usize) -> KvCache {
+        let n = self.cfg.block_count * self.cfg.kv_dim() * capacity;
+        KvCache {
+            k: vec![0.0; n],
+            v: vec![0.0; n],
+            len: 0,
+            cap: capacity,
+            n_kv: self.cfg.head_count_kv,
+            head_dim: self.cfg.head_dim,
+        }
+    }
+
+    fn w(&self, q: &QWeight) -> &[u8] {
+        &self.bytes[q.range.clone()]
+    }
+
+    /// Runs all items' tokens through the model in one pass and returns the
+    /// last-token logits of the items that asked for them.
+    pub fn forward(&self, items: &mut [NativeItem<'_>]) -> Result<Vec<Option<Vec<f32>>>> {
+        let cfg = &self.cfg;
+        let (d, hd) = (cfg.embedding_length, cfg.head_dim);
+        let (nh, nkv) = (cfg.head_count, cfg.head_count_kv);
+        let kvd = cfg.kv_dim();
+        let ff = cfg.feed_forward_length;
+
+        // Token → (item, position) map; validate first so a bad item changes nothing.
+        let mut tok_item = Vec::new();
+        let mut tok_pos = Vec::new();
+        for (i, it) in items.iter().enumerate() {
+            if it.cache.len + it.tokens.len() > it.cache.cap {
+                return Err(Error::ContextLength {
+                    context: it.cache.cap,
+                    prompt: it.cache.len,
+                    requested: it.tokens.len(),
+                });
+            }
+            for (j, &t) in it.tokens.iter().enumerate() {
+                if t as usize >= cfg.vocab_size {
+                    return Err(Error::Tokenizer(format!("token id {t} is out of range")));
+                }
+                tok_item.push(i);
+                tok_pos.push(it.cache.len + j);
+            }
+        }
+        let t_all = tok_item.len();
+        if t_all == 0 {
+            return Ok(items.iter().map(|_| None).collect());
+        }
+
+        // Embeddings.
+        let mut x = vec![0f32; t_all * d];
+        let erb = self.embed.row_bytes();
+        let emb = self.w(&self.embed);
+        for (row, &tok) in x.chunks_exact_mut(d).zip(items.iter().flat_map(|i| i.tokens)) {
+            let t = tok as usize;
+            dequantize_row(self.embed.fmt, &emb[t * erb..(t + 1) * erb], row);
+        }
+
+        // Rotary tables per token, computed the way ggml does (θ multiplied
+        // step by step in f32), so results track llama.cpp closely.
+        let half_rope = cfg.rope_dimension_count / 2;
+        let mut rope = vec![(0f32, 0f32); t_all * half_rope];
+        for (t, &p) in tok_pos.iter().enumerate() {
+            let mut theta = p as f32;
+            for i in 0..half_rope {
+                rope[t * half_rope + i] = (theta.cos(), theta.sin());
+                theta *= self.theta_scale;
+            }
+        }
+
+        let mut xn = vec![0f32; t_all * d];
+        let mut acts = QuantActs::default();
+        let mut q = vec![0f32; t_all * d];
+        let mut k = vec![0f32; t_all * kvd];
+        let mut v = vec![0f32; t_all * kvd];
+        let mut att = vec![0f32; t_all * d];
+        let mut g = vec![0f32; t_all * ff];
+        let mut u = vec![0f32; t_all * ff];
+        let mut tmp = Vec::new();
+        let scale = 1.0 / (hd as f32).sqrt();
+
+        for (li, layer) in self.layers.iter().enumerate() {
+            rms_norm(&x, &layer.attn_norm, cfg.rms_norm_eps, &mut xn);
+            acts.quantize(&xn, t_all, d);
+            self.matmuls(
+                &acts,
+                &mut [
+                    (&layer.wq, &mut q[..]),
+                    (&layer.wk, &mut k[..]),
+                    (&layer.wv, &mut v[..]),
+                ],
+                &mut tmp,
+            );
+            for t in 0..t_all {
+                let r = &rope[t * half_rope..(t + 1) * half_rope];
+                for h in 0..nh {
+                    apply_rope(&mut q[t * d + h * hd..t * d + (h + 1) * hd], r);
+                }
+                for h in 0..nkv {
+                    apply_rope(&mut k[t * kvd + h * hd..t * kvd + (h + 1) * hd], r);
+                }
+            }
+            // Append this chunk's keys and values to each sequence's cache.
+            for t in 0..t_all {
+                let c = &mut *items[tok_item[t]].cache;
+                for gi in 0..nkv {
+                    let at = c.base(li, gi) + tok_pos[t] * hd;
+                    c.k[at..at + hd].copy_from_slice(&k[t * kvd + gi * hd..t * kvd + (gi + 1) * hd]);
+                    c.v[at..at + hd].copy_from_slice(&v[t * kvd + gi * hd..t * kvd + (gi + 1) * hd]);
+                }
+            }
+            // Causal attention, one task per (token, head).
+            {
+                let caches: Vec<&KvCache> = items.iter().map(|i| &*i.cache).collect();
+                let group = nh / nkv;
+                let q = &q;
+                att.par_chunks_mut(hd).enumerate().for_each(|(idx, out)| {
+                    let (t, h) = (idx / nh, idx % nh);
+                    let c = caches[tok_item[t]];
+                    let pos = tok_pos[t];
+                    let base = c.base(li, h / group);
+                    let qh = &q[t * d + h * hd..t * d + (h + 1) * hd];
+                    SCORES.with_borrow_mut(|s| {
+                        s.clear();
+                        s.extend((0..=pos).map(|p| {
+                            kernels::dot(qh, &c.k[base + p * hd..base + (p + 1) * hd]) * scale
+                        }));
+                        let m = s.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+                        let mut sum = 0f32;
+                        for e in s.iter_mut() {
+                            *e = (*e - m).exp();
+                            sum += *e;
+                        }
+                        out.fill(0.0);
+                        let inv = 1.0 / sum;
+                        for (p, e) in s.iter().enumerate() {
+                            kernels::axpy(e * inv, &c.v[base + p * hd..base + (p + 1) * hd], out);
+                        }
+                    });
+                });
+            }
+            acts.quantize(&att, t_all, d);
+            self.matmuls(&acts, &mut [(&layer.wo, &mut xn[..])], &mut tmp);
+            add_in_place(&mut x, &xn);
+
+            rms_norm(&x, &layer.ffn_norm, cfg.rms_norm_eps, &mut xn);
+            acts.quantize(&xn, t_all, d);
+            self.matmuls(
+                &acts,
+                &mut [(&layer.gate, &mut g[..]), (&layer.up, &mut u[..])],
+                &mut tmp,
+            );
+            for (gi, ui) in g.iter_mut().zip(&u) {
+                *gi = *gi / (1.0 + (-*gi).exp()) * ui;
+            }
+            acts.quantize(&g, t_all, ff);
+            self.matmuls(&acts, &mut [(&layer.down, &mut xn[..])], &mut tmp);
+            add_in_place(&mut x, &xn);
+        }
+
+        for it in items.iter_mut() {
+            it.cache.len += it.tokens.len();
+        }
+
+        // Logits only for the last token of the items that want them.
+        let mut last_rows = Vec::new();
+        let mut end = 0;
+        for it in items.iter() {
+            end += it.tokens.len();
+            if it.want_logits && !it.tokens.is_empty() {
+                last_rows.push(end - 1);
+            }
+        }
+        let mut results: Vec<Option<Vec<f32>>> = items.iter().map(|_| None).collect();
+        if last_rows.is_empty() {
+            return Ok(results);
+        }
+        let n = last_rows.len();
+        let mut h = vec![0f32; n * d];
+        for (i, &r) in last_rows.iter().enumerate() {
+            rms_norm(
+                &x[r * d..(r + 1) * d],
+                &self.output_norm,
+                cfg.rms_norm_eps,
+                &mut h[i * d..(i + 1) * d],
+            );
+        }
+        acts.quantize(&h, n, d);
+        let vocab = cfg.vocab_size;
+        let mut logits = vec![0f32; n * vocab];
+        self.matmuls(&acts, &mut [(&self.output, &mut logits[..])], &mut tmp);
+        let mut chunks = logits.chunks_exact(vocab);
+        for (res, it) in results.iter_mut().zip(items.iter()) {
+            if it.want_logits && !it.tokens.is_empty() {
+                *res = chunks.next().map(<[f32]>::to_vec);
+            }
+        }
+        Ok(results)
+    }
+
+    /// Runs several matrix products on the same activations in one parallel
+    /// region, split across the thread pool by row blocks. Outputs are
+    /// token-major (`out[t * rows + r]`).
+    fn matmuls(&self, acts: &QuantActs, jobs: &mut [(&QWeight, &mut [f32])], tmp: &mut Vec<f32>) {
+        let t = acts.rows;
+        let total_rows: usize = jobs.iter().map(|(w, _)| w.rows).sum();
+        let threads = rayon::current_num_threads().max(1);
+        let per_task = total_rows.div_ceil(threads * 4).max(16);
+        tmp.resize(total_rows * t, 0.0);
+        let mut tasks = Vec::new();
+        let mut rest: &mut [f32] = &mut tmp[..];
+        for (w, _) in jobs.iter() {
+            debug_assert_eq!(w.cols, acts.cols);
+            let (mine, r) = rest.split_at_mut(w.rows * t);
+            rest = r;
+            let bytes = self.w(w);
+            let rb = w.row_bytes();
+            for (i, o) in mine.chunks_mut(per_task * t).enumerate() {
+                tasks.push((w.fmt, &bytes[i * per_task * rb..], o));
+            }
+        }
+        tasks.into_par_iter().for_each(|(fmt, wb, o)| {
+            kernels::matmul_rows(fmt, wb, o.len() / t, acts, o);
+        });
+        let mut off = 0;
+        for (w, out) in jobs.iter_mut() {
+            let src = &tmp[off..off + w.rows * t];
+            if t == 1 {
+                out[..w.rows].copy_from_slice(src);
+            } else {
+                for (r, col) in src.chunks_exact(t).enumerate() {
+                    for (ti, &val) in col.iter().enumerate() {
+                        out[ti * w.rows + r] = val;
+                    }
+                }
+            }
+            off += w.rows * t;
+        }
+    }
+}
+
+fn rms_norm(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
+    let d = w.len();
+    for (xr, or) in x.chunks_exact(d).zip(out.chunks_exact_mut(d)) {
+        let ss = kernels::dot(xr, xr) / d as f32;
+        let inv = 1.0 / (ss + eps).sqrt();
+        for ((o, &xi), &wi) in or.iter_mut().zip(xr).zip(w) {
+            *o = xi * inv * wi;
+        }
+    }
+}
+
+/// Rotates adjacent pairs (ggml "normal" rope mode, as llama models use).
+fn apply_rope(x: &mut [f32], table: &[(f32, f32)]) {
+    for (i, &(c, s)) in table.iter().enumerate() {
+        let (a, b) = (x[2 * i], x[2 * i + 1]);
+        x[2 * i] = a * c - b * s;
+        x[2 * i + 1] = a * s + b * c;
+    }
+}
+
+fn add_in_place(x: &mut [f32], y: &[f32]) {
+    kernels::axpy(1.0, y, x);
+}

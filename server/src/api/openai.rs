@@ -1,0 +1,427 @@
+//! `/v1/chat/completions`, `/v1/completions` and `/v1/models`.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use confidant_inference::engine::{Event, FinishReason, GenerationRequest};
+use futures_util::stream::{self, Stream};
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+use tokio::sync::mpsc::UnboundedReceiver;
+
+use super::error::ApiError;
+use super::prompt;
+use super::types::{ChatRequest, Common, CompletionRequest, Prompt, UsageOut};
+use crate::state::{AppState, unix_now};
+
+/// Which endpoint a response is for (they differ only in shape).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Chat,
+    Completion,
+}
+
+fn body_or_error(body: Result<Bytes, BytesRejection>, limit: usize) -> Result<Bytes, ApiError> {
+    body.map_err(|r| {
+        if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::too_large(limit)
+        } else {
+            ApiError::invalid(format!("Cannot read the request body: {}", r.body_text()))
+        }
+    })
+}
+
+fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(body).map_err(|e| {
+        if e.is_syntax() || e.is_eof() {
+            ApiError::malformed(e)
+        } else {
+            ApiError::invalid(format!("Invalid request: {e}"))
+        }
+    })
+}
+
+fn random_id(prefix: &str) -> String {
+    let n: u128 = rand::random();
+    format!("{prefix}-{n:032x}")
+}
+
+fn finish_str(r: FinishReason) -> &'static str {
+    match r {
+        FinishReason::Stop => "stop",
+        FinishReason::Length => "length",
+    }
+}
+
+/// Everything both endpoints need once the prompt is tokenized.
+struct Prepared {
+    kind: Kind,
+    id: String,
+    model: String,
+    created: u64,
+    include_usage: bool,
+    stream: bool,
+    rx: UnboundedReceiver<Event>,
+    arrived: Instant,
+}
+
+fn prepare(
+    st: &AppState,
+    kind: Kind,
+    common: &Common,
+    tokens: Vec<u32>,
+    arrived: Instant,
+) -> Result<Prepared, ApiError> {
+    let engine = st.engine().ok_or_else(|| ApiError::not_ready(&st.not_ready_reason()))?;
+    let params = common.sampling()?;
+    let stop = common.stops()?;
+    let context = engine.context_length();
+    let room = context.saturating_sub(tokens.len());
+    let cap = match st.config.max_tokens_cap {
+        0 => usize::MAX,
+        c => c,
+    };
+    let max_tokens = match common.max_tokens {
+        Some(0) => return Err(ApiError::invalid_param("max_tokens", "max_tokens must be at least 1.")),
+        Some(m) if m as usize > cap => {
+            return Err(ApiError::invalid_param(
+                "max_tokens",
+                format!("max_tokens is {m}, the server allows at most {cap}."),
+            ));
+        }
+        Some(m) => m as usize,
+        None => room.min(cap),
+    };
+    let rx = engine.submit(GenerationRequest {
+        prompt: tokens,
+        max_tokens,
+        params,
+        stop,
+        ignore_eos: common.ignore_eos.unwrap_or(false),
+    })?;
+    Ok(Prepared {
+        kind,
+        id: random_id(if kind == Kind::Chat { "chatcmpl" } else { "cmpl" }),
+        model: common.model.clone(),
+        created: unix_now(),
+        include_usage: common.include_usage(),
+        stream: common.streaming(),
+        rx,
+        arrived,
+    })
+}
+
+fn check_model(st: &AppState, model: &str) -> Result<(), ApiError> {
+    let Some(id) = st.model_id() else {
+        return Err(ApiError::not_ready(&st.not_ready_reason()));
+    };
+    if model != id {
+        return Err(ApiError::model_not_found(model));
+    }
+    Ok(())
+}
+
+/// `POST /v1/chat/completions`.
+pub async fn chat_completions(
+    State(st): State<Arc<AppState>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let arrived = Instant::now();
+    let body = body_or_error(body, st.config.max_body_bytes)?;
+    let req: ChatRequest = parse(&body)?;
+    let common = req.common()?;
+    check_model(&st, &common.model)?;
+    let engine = st.engine().ok_or_else(|| ApiError::not_ready(&st.not_ready_reason()))?;
+    let msgs = prompt::messages(&req.messages)?;
+    let (_, tokens) = prompt::chat_tokens(engine, &msgs)?;
+    let p = prepare(&st, Kind::Chat, &common, tokens, arrived)?;
+    Ok(respond(st, p).await)
+}
+
+/// `POST /v1/completions`.
+pub async fn completions(
+    State(st): State<Arc<AppState>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let arrived = Instant::now();
+    let body = body_or_error(body, st.config.max_body_bytes)?;
+    let req: CompletionRequest = parse(&body)?;
+    let common = req.common()?;
+    check_model(&st, &common.model)?;
+    let engine = st.engine().ok_or_else(|| ApiError::not_ready(&st.not_ready_reason()))?;
+    let tokens = match &req.prompt {
+        Prompt::Text(t) => prompt::completion_tokens(engine, t)?,
+        Prompt::Texts(v) if v.len() == 1 => prompt::completion_tokens(engine, &v[0])?,
+        Prompt::Texts(_) => {
+            return Err(ApiError::invalid_param("prompt", "Exactly one prompt is supported (n = 1)."));
+        }
+        Prompt::Tokens(t) => t.clone(),
+    };
+    let p = prepare(&st, Kind::Completion, &common, tokens, arrived)?;
+    Ok(respond(st, p).await)
+}
+
+async fn respond(st: Arc<AppState>, p: Prepared) -> Response {
+    let timeout = Duration::from_secs(st.config.request_timeout_secs.max(1));
+    if p.stream {
+        stream_response(st, p, timeout).into_response()
+    } else {
+        match tokio::time::timeout(timeout, collect(st.clone(), p)).await {
+            Ok(r) => r,
+            Err(_) => ApiError {
+                status: StatusCode::GATEWAY_TIMEOUT,
+                kind: "server_error",
+                code: Some("timeout"),
+                param: None,
+                message: format!("The request took longer than {} s.", timeout.as_secs()),
+                retry_after: None,
+            }
+            .into_response(),
+        }
+    }
+}
+
+/// Records token timing metrics as deltas arrive.
+struct Timing {
+    arrived: Instant,
+    last: Option<Instant>,
+}
+
+impl Timing {
+    fn delta(&mut self, st: &AppState, tokens: usize) {
+        let now = Instant::now();
+        match self.last {
+            None => st
+                .metrics
+                .time_to_first_token
+                .observe(now.duration_since(self.arrived).as_secs_f64()),
+            Some(prev) if tokens > 0 => {
+                let per = now.duration_since(prev).as_secs_f64() / tokens as f64;
+                st.metrics.time_per_output_token.observe(per);
+            }
+            Some(_) => {}
+        }
+        self.last = Some(now);
+    }
+}
+
+fn count_usage(st: &AppState, u: &UsageOut, arrived: Instant) {
+    st.metrics
+        .prompt_tokens
+        .fetch_add(u.prompt_tokens as u64, Ordering::Relaxed);
+    st.metrics
+        .completion_tokens
+        .fetch_add(u.completion_tokens as u64, Ordering::Relaxed);
+    st.metrics
+        .request_duration
+        .observe(arrived.elapsed().as_secs_f64());
+}
+
+async fn collect(st: Arc<AppState>, mut p: Prepared) -> Response {
+    let mut text = String::new();
+    let mut timing = Timing { arrived: p.arrived, last: None };
+    while let Some(ev) = p.rx.recv().await {
+        match ev {
+            Event::Delta { text: t, tokens } => {
+                timing.delta(&st, tokens);
+                text.push_str(&t);
+            }
+            Event::Done(f) => {
+                let usage = UsageOut::from(f.usage);
+                count_usage(&st, &usage, p.arrived);
+                let choice = match p.kind {
+                    Kind::Chat => json!({
+                        "index": 0,
+                        "message": {"role": "assistant", "content": text},
+                        "logprobs": null,
+                        "finish_reason": finish_str(f.reason),
+                    }),
+                    Kind::Completion => json!({
+                        "index": 0,
+                        "text": text,
+                        "logprobs": null,
+                        "finish_reason": finish_str(f.reason),
+                    }),
+                };
+                return axum::Json(json!({
+                    "id": p.id,
+                    "object": if p.kind == Kind::Chat { "chat.completion" } else { "text_completion" },
+                    "created": p.created,
+                    "model": p.model,
+                    "choices": [choice],
+                    "usage": usage,
+                    "system_fingerprint": null,
+                }))
+                .into_response();
+            }
+            Event::Error(e) => return ApiError::from(e).into_response(),
+        }
+    }
+    ApiError::from(confidant_inference::Error::EngineStopped).into_response()
+}
+
+enum Phase {
+    Role,
+    Running,
+    Usage(UsageOut),
+    DoneMarker,
+    End,
+}
+
+struct StreamState {
+    st: Arc<AppState>,
+    p: Prepared,
+    phase: Phase,
+    timing: Timing,
+    deadline: tokio::time::Instant,
+}
+
+impl Drop for StreamState {
+    fn drop(&mut self) {
+        // Dropped before the end: the client went away (or the server is
+        // shutting down). Dropping `p.rx` tells the engine to stop generating.
+        if !matches!(self.phase, Phase::End) {
+            self.st
+                .metrics
+                .client_disconnects
+                .fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+impl StreamState {
+    fn chunk(&self, delta_or_text: Value, finish: Option<FinishReason>) -> SseEvent {
+        let finish = finish.map(finish_str);
+        let choice = match self.p.kind {
+            Kind::Chat => json!({"index": 0, "delta": delta_or_text, "logprobs": null, "finish_reason": finish}),
+            Kind::Completion => json!({"index": 0, "text": delta_or_text, "logprobs": null, "finish_reason": finish}),
+        };
+        let mut v = json!({
+            "id": self.p.id,
+            "object": if self.p.kind == Kind::Chat { "chat.completion.chunk" } else { "text_completion" },
+            "created": self.p.created,
+            "model": self.p.model,
+            "system_fingerprint": null,
+            "choices": [choice],
+        });
+        if self.p.include_usage {
+            v["usage"] = Value::Null;
+        }
+        SseEvent::default().data(v.to_string())
+    }
+
+    fn usage_chunk(&self, u: &UsageOut) -> SseEvent {
+        let v = json!({
+            "id": self.p.id,
+            "object": if self.p.kind == Kind::Chat { "chat.completion.chunk" } else { "text_completion" },
+            "created": self.p.created,
+            "model": self.p.model,
+            "system_fingerprint": null,
+            "choices": [],
+            "usage": u,
+        });
+        SseEvent::default().data(v.to_string())
+    }
+
+    fn text_value(&self, text: String) -> Value {
+        match self.p.kind {
+            Kind::Chat => json!({"content": text}),
+            Kind::Completion => Value::String(text),
+        }
+    }
+}
+
+fn stream_response(
+    st: Arc<AppState>,
+    p: Prepared,
+    timeout: Duration,
+) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
+    let phase = if p.kind == Kind::Chat { Phase::Role } else { Phase::Running };
+    let state = StreamState {
+        timing: Timing { arrived: p.arrived, last: None },
+        st,
+        p,
+        phase,
+        deadline: tokio::time::Instant::now() + timeout,
+    };
+    let s = stream::unfold(state, |mut s| async move {
+        let ev = match std::mem::replace(&mut s.phase, Phase::Running) {
+            Phase::Role => s.chunk(json!({"role": "assistant", "content": ""}), None),
+            Phase::Running => match tokio::time::timeout_at(s.deadline, s.p.rx.recv()).await {
+                Ok(Some(Event::Delta { text, tokens })) => {
+                    s.timing.delta(&s.st, tokens);
+                    s.chunk(s.text_value(text), None)
+                }
+                Ok(Some(Event::Done(f))) => {
+                    let usage = UsageOut::from(f.usage);
+                    count_usage(&s.st, &usage, s.p.arrived);
+                    s.phase = if s.p.include_usage { Phase::Usage(usage) } else { Phase::DoneMarker };
+                    let empty = match s.p.kind {
+                        Kind::Chat => json!({}),
+                        Kind::Completion => json!(""),
+                    };
+                    s.chunk(empty, Some(f.reason))
+                }
+                Ok(Some(Event::Error(e))) => {
+                    s.phase = Phase::DoneMarker;
+                    SseEvent::default().data(ApiError::from(e).body().to_string())
+                }
+                Ok(None) => {
+                    s.phase = Phase::DoneMarker;
+                    let e = ApiError::from(confidant_inference::Error::EngineStopped);
+                    SseEvent::default().data(e.body().to_string())
+                }
+                Err(_) => {
+                    s.phase = Phase::DoneMarker;
+                    let body = json!({"error": {"message": "The request took too long.", "type": "server_error", "param": null, "code": "timeout"}});
+                    SseEvent::default().data(body.to_string())
+                }
+            },
+            Phase::Usage(u) => {
+                s.phase = Phase::DoneMarker;
+                s.usage_chunk(&u)
+            }
+            Phase::DoneMarker => {
+                s.phase = Phase::End;
+                SseEvent::default().data("[DONE]")
+            }
+            Phase::End => {
+                s.phase = Phase::End;
+                return None;
+            }
+        };
+        Some((Ok(ev), s))
+    });
+    Sse::new(s).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+}
+
+/// `GET /v1/models`.
+pub async fn list_models(State(st): State<Arc<AppState>>) -> Result<Response, ApiError> {
+    let id = st.model_id().ok_or_else(|| ApiError::not_ready(&st.not_ready_reason()))?;
+    Ok(axum::Json(json!({
+        "object": "list",
+        "data": [model_object(&st, id)],
+    }))
+    .into_response())
+}
+
+/// `GET /v1/models/{id}`.
+pub async fn get_model(
+    State(st): State<Arc<AppState>>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    check_model(&st, &id)?;
+    Ok(axum::Json(model_object(&st, &id)).into_response())
+}
+
+fn model_object(st: &AppState, id: &str) -> Value {
+    json!({"id": id, "object": "model", "created": st.started_unix, "owned_by": "confidant"})
+}
