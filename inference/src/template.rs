@@ -141,12 +141,10 @@ impl ChatTemplate {
 fn template_error(what: &str, e: &minijinja::Error) -> Error {
     // Display of a minijinja error is its kind, detail and location; it does
     // not include the values being rendered.
-    if e.kind() == ErrorKind::InvalidOperation {
-        if let Some(detail) = e.detail() {
-            if let Some(msg) = detail.strip_prefix(RAISED) {
-                return Error::Template(format!("the template raised an exception: {msg}"));
-            }
-        }
+    if e.kind() == ErrorKind::InvalidOperation
+        && let Some(msg) = e.detail().and_then(|d| d.strip_prefix(RAISED))
+    {
+        return Error::Template(format!("the template raised an exception: {msg}"));
     }
     Error::Template(format!("{what}: {e}"))
 }
@@ -303,10 +301,7 @@ fn python_methods(
     Err(minijinja::Error::from(ErrorKind::UnknownMethod))
 }
 
-fn str_arg<'a>(
-    args: &'a [Value],
-    i: usize,
-) -> std::result::Result<Option<&'a str>, minijinja::Error> {
+fn str_arg(args: &[Value], i: usize) -> std::result::Result<Option<&str>, minijinja::Error> {
     match args.get(i) {
         None => Ok(None),
         Some(v) if v.is_none() || v.is_undefined() => Ok(None),

@@ -33,7 +33,7 @@ use candle_core::quantized::gguf_file::Value;
 use crate::error::{Error, Result};
 use crate::gguf::{Gguf, meta_err};
 
-use bpe::{BYTE_TO_CHAR, Bpe, Merge, Scratch, byte_level_decode};
+use bpe::{BYTE_TO_CHAR, Bpe, Merge, MergeMap, Scratch, byte_level_decode};
 use pretokenize::PreTokenizer;
 use special::{Fragment, SpecialMatcher};
 pub use stream::StreamDecoder;
@@ -319,10 +319,10 @@ impl Tokenizer {
 
         let mut eog: Vec<u32> = [eos, eot, eom].into_iter().flatten().collect();
         for text in EOG_TEXTS {
-            if let Some(&id) = token_to_id.get(*text) {
-                if kinds[id as usize] == TokenKind::Control {
-                    eog.push(id);
-                }
+            if let Some(&id) = token_to_id.get(*text)
+                && kinds[id as usize] == TokenKind::Control
+            {
+                eog.push(id);
             }
         }
         eog.sort_unstable();
@@ -512,8 +512,8 @@ fn parse_merges(
     merges: &[&str],
     bpe_ids: &HashMap<&str, u32>,
     token_to_id: &HashMap<String, u32>,
-) -> Result<HashMap<(u32, u32), Merge>> {
-    let mut out = HashMap::with_capacity(merges.len());
+) -> Result<MergeMap> {
+    let mut out = MergeMap::with_capacity_and_hasher(merges.len(), Default::default());
     let mut joined = String::new();
     for (rank, m) in merges.iter().enumerate() {
         // As llama.cpp: split at the first space after the first byte.

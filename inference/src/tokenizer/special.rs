@@ -110,11 +110,11 @@ impl SpecialMatcher {
             let mut pos = start + 1;
             while node != 0 {
                 let n = &self.nodes[node];
-                if let Some(e) = n.entry {
-                    if parse_special || !e.gated {
-                        // Input length is bounded by the caller below 4 GiB.
-                        found.push((e.order, start as u32, e));
-                    }
+                if let Some(e) = n.entry
+                    && (parse_special || !e.gated)
+                {
+                    // Input length is bounded by the caller below 4 GiB.
+                    found.push((e.order, start as u32, e));
                 }
                 let Some(&b) = bytes.get(pos) else { break };
                 node = match n.children.binary_search_by_key(&b, |c| c.0) {
