@@ -53,6 +53,17 @@ impl ChatMessage {
 }
 
 /// A compiled chat template.
+///
+/// ```
+/// use confidant_inference::{ChatMessage, ChatTemplate};
+///
+/// let source = "{% for m in messages %}<|{{ m.role }}|>{{ m.content.strip() }}\n{% endfor %}\
+///               {% if add_generation_prompt %}<|assistant|>{% endif %}";
+/// let template = ChatTemplate::new(source, "<s>", "</s>")?;
+/// let prompt = template.render(&[ChatMessage::new("user", " Hi! ")], true)?;
+/// assert_eq!(prompt, "<|user|>Hi!\n<|assistant|>");
+/// # Ok::<(), confidant_inference::Error>(())
+/// ```
 pub struct ChatTemplate {
     env: Environment<'static>,
     bos: String,

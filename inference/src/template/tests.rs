@@ -155,6 +155,12 @@ fn from_gguf_reads_the_template_and_token_texts() {
 }
 
 #[test]
+fn template_is_send_and_sync() {
+    fn check<T: Send + Sync>() {}
+    check::<ChatTemplate>();
+}
+
+#[test]
 fn chat_message_serde() {
     let m: ChatMessage = serde_json::from_str(r#"{"role":"user","content":"hi"}"#).unwrap();
     assert_eq!(m, ChatMessage::new("user", "hi"));
