@@ -17,3 +17,5 @@ pub mod tokenizer;
 
 pub use error::{Error, Result};
 pub use gguf::Gguf;
+pub use template::{ChatMessage, ChatTemplate};
+pub use tokenizer::{StreamDecoder, TokenKind, Tokenizer};
