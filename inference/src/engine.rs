@@ -243,8 +243,7 @@ impl Engine {
         if req.prompt.is_empty() {
             return Err(Error::EmptyPrompt);
         }
-        if req.prompt.len() + req.max_tokens > inner.context || req.prompt.len() >= inner.context
-        {
+        if req.prompt.len() + req.max_tokens > inner.context || req.prompt.len() >= inner.context {
             return Err(Error::ContextLength {
                 context: inner.context,
                 prompt: req.prompt.len(),
@@ -391,7 +390,9 @@ impl Scheduler {
         let gone = before - self.waiting.len();
         if gone > 0 {
             self.stats.queued.fetch_sub(gone, Ordering::AcqRel);
-            self.stats.cancelled.fetch_add(gone as u64, Ordering::Relaxed);
+            self.stats
+                .cancelled
+                .fetch_add(gone as u64, Ordering::Relaxed);
         }
         let mut i = 0;
         while i < self.running.len() {
@@ -412,14 +413,18 @@ impl Scheduler {
 
     fn admit(&mut self) {
         while self.running.len() < self.config.max_batch {
-            let Some(front) = self.waiting.front() else { break };
+            let Some(front) = self.waiting.front() else {
+                break;
+            };
             let cap = front.req.prompt.len() + front.req.max_tokens;
             let kv_bytes = cap * self.model.kv_bytes_per_token();
             // First in, first out: if the head does not fit yet, nobody jumps it.
             if self.kv_used + kv_bytes > self.config.kv_budget_bytes && !self.running.is_empty() {
                 break;
             }
-            let Some(job) = self.waiting.pop_front() else { break };
+            let Some(job) = self.waiting.pop_front() else {
+                break;
+            };
             self.stats.queued.fetch_sub(1, Ordering::AcqRel);
             self.stats.active.fetch_add(1, Ordering::AcqRel);
             self.kv_used += kv_bytes;
@@ -463,10 +468,12 @@ impl Scheduler {
         let mut idx = Vec::with_capacity(self.running.len());
         for (r, range) in self.running.iter_mut().zip(&ranges) {
             if let Some((start, end, want)) = *range {
+                let prompt = start < r.job.req.prompt.len();
                 steps.push(Step {
                     tokens: &r.tokens[start..end],
                     seq: &mut r.seq,
                     want_logits: want,
+                    prompt,
                 });
             }
         }
@@ -488,7 +495,9 @@ impl Scheduler {
                     let r = &mut self.running[i];
                     if r.fed < r.prompt_len() {
                         r.fed += n;
-                        self.stats.prompt_tokens.fetch_add(n as u64, Ordering::Relaxed);
+                        self.stats
+                            .prompt_tokens
+                            .fetch_add(n as u64, Ordering::Relaxed);
                     }
                     if let Some(mut l) = l {
                         done[i] = self.sample_one(i, &mut l);
@@ -500,7 +509,10 @@ impl Scheduler {
                 // every sequence that took part, keep serving the others.
                 tracing::error!(error = %e, "forward pass failed");
                 for (i, _) in idx {
-                    let _ = self.running[i].job.tx.send(Event::Error(Error::Forward(e.to_string())));
+                    let _ = self.running[i]
+                        .job
+                        .tx
+                        .send(Event::Error(Error::Forward(e.to_string())));
                     done[i] = true;
                 }
             }

@@ -130,20 +130,23 @@ pub(crate) fn quantize_acts_scalar(x: &[f32], qs: &mut [i8], d: &mut [f32], s: &
     for (b, xb) in x.chunks_exact(QK).enumerate() {
         let amax = xb.iter().fold(0f32, |a, v| a.max(v.abs()));
         let dd = amax / 127.0;
-        let id = if dd != 0.0 { 1.0 / dd } else { 0.0 };
+        let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
         let mut sum = 0i32;
         for (j, v) in xb.iter().enumerate() {
-            let q = (v * id).round() as i32;
+            let q = (v * id).round_ties_even() as i32;
             qs[b * QK + j] = q as i8;
             sum += q;
         }
-        let dh = f16::from_f32(dd).to_f32();
-        d[b] = dh;
-        s[b] = f16::from_f32(dh * sum as f32).to_f32();
+        d[b] = f16::from_f32(dd).to_f32();
+        s[b] = f16::from_f32(dd * sum as f32).to_f32();
     }
 }
 
-/// Scalar reference dot product of one weight row with one activation row.
+/// Portable dot product of one weight row with one activation row.
+///
+/// It follows the SIMD kernels' arithmetic exactly (eight lanes of four
+/// exact integer products each, one fused multiply-add per lane and block,
+/// the same horizontal sum), so every instruction set gives the same bits.
 pub(crate) fn dot_row_scalar(
     fmt: WeightFormat,
     row: &[u8],
@@ -152,35 +155,40 @@ pub(crate) fn dot_row_scalar(
     s: &[f32],
 ) -> f32 {
     let bb = fmt.block_bytes();
-    let mut acc = 0f32;
+    let mut lanes = [0f32; 8];
+    let mut mins = 0f32;
+    let mut w = [0i32; QK];
     for b in 0..d.len() {
         let blk = &row[b * bb..(b + 1) * bb];
         let a = &qs[b * QK..(b + 1) * QK];
-        match fmt {
+        let scale = match fmt {
             WeightFormat::Q4_0 => {
-                let mut sum = 0i32;
                 for j in 0..16 {
-                    sum += ((blk[2 + j] & 0x0F) as i32 - 8) * a[j] as i32;
-                    sum += ((blk[2 + j] >> 4) as i32 - 8) * a[j + 16] as i32;
+                    w[j] = (blk[2 + j] & 0x0F) as i32 - 8;
+                    w[j + 16] = (blk[2 + j] >> 4) as i32 - 8;
                 }
-                acc += f16_at(blk, 0) * d[b] * sum as f32;
+                f16_at(blk, 0)
             }
             WeightFormat::Q4_1 => {
-                let mut sum = 0i32;
                 for j in 0..16 {
-                    sum += (blk[4 + j] & 0x0F) as i32 * a[j] as i32;
-                    sum += (blk[4 + j] >> 4) as i32 * a[j + 16] as i32;
+                    w[j] = (blk[4 + j] & 0x0F) as i32;
+                    w[j + 16] = (blk[4 + j] >> 4) as i32;
                 }
-                acc += f16_at(blk, 0) * d[b] * sum as f32 + f16_at(blk, 2) * s[b];
+                mins = f16_at(blk, 2).mul_add(s[b], mins);
+                f16_at(blk, 0)
             }
             WeightFormat::Q8_0 => {
-                let mut sum = 0i32;
                 for j in 0..32 {
-                    sum += blk[2 + j] as i8 as i32 * a[j] as i32;
+                    w[j] = blk[2 + j] as i8 as i32;
                 }
-                acc += f16_at(blk, 0) * d[b] * sum as f32;
+                f16_at(blk, 0)
             }
+        };
+        let dd = scale * d[b];
+        for (l, lane) in lanes.iter_mut().enumerate() {
+            let p: i32 = (4 * l..4 * l + 4).map(|j| w[j] * a[j] as i32).sum();
+            *lane = dd.mul_add(p as f32, *lane);
         }
     }
-    acc
+    crate::kernels::hsum8(&lanes) + mins
 }

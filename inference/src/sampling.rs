@@ -59,7 +59,10 @@ impl SamplingParams {
     pub fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(Error::InvalidParameter(m));
         if !(0.0..=2.0).contains(&self.temperature) {
-            return bad(format!("temperature {} is outside [0, 2]", self.temperature));
+            return bad(format!(
+                "temperature {} is outside [0, 2]",
+                self.temperature
+            ));
         }
         if !(self.top_p > 0.0 && self.top_p <= 1.0) {
             return bad(format!("top_p {} is outside (0, 1]", self.top_p));
@@ -71,7 +74,10 @@ impl SamplingParams {
             ));
         }
         if !(-2.0..=2.0).contains(&self.presence_penalty) {
-            return bad(format!("presence_penalty {} is outside [-2, 2]", self.presence_penalty));
+            return bad(format!(
+                "presence_penalty {} is outside [-2, 2]",
+                self.presence_penalty
+            ));
         }
         if !(-2.0..=2.0).contains(&self.frequency_penalty) {
             return bad(format!(
@@ -80,10 +86,19 @@ impl SamplingParams {
             ));
         }
         if self.logit_bias.len() > 1024 {
-            return bad(format!("logit_bias has {} entries (at most 1024)", self.logit_bias.len()));
+            return bad(format!(
+                "logit_bias has {} entries (at most 1024)",
+                self.logit_bias.len()
+            ));
         }
-        if let Some((t, b)) = self.logit_bias.iter().find(|(_, b)| !(-100.0..=100.0).contains(b)) {
-            return bad(format!("logit_bias for token {t} is {b}, outside [-100, 100]"));
+        if let Some((t, b)) = self
+            .logit_bias
+            .iter()
+            .find(|(_, b)| !(-100.0..=100.0).contains(b))
+        {
+            return bad(format!(
+                "logit_bias for token {t} is {b}, outside [-100, 100]"
+            ));
         }
         if self.repeat_last_n > 1 << 16 {
             return bad(format!("repeat_last_n {} is too large", self.repeat_last_n));
@@ -181,7 +196,11 @@ impl LogitProcessor for RepetitionPenalty {
         self.seen.dedup();
         for &t in &self.seen {
             if let Some(l) = logits.get_mut(t as usize) {
-                *l = if *l > 0.0 { *l / self.penalty } else { *l * self.penalty };
+                *l = if *l > 0.0 {
+                    *l / self.penalty
+                } else {
+                    *l * self.penalty
+                };
             }
         }
     }
@@ -321,7 +340,11 @@ impl Sampler {
         }
         if self.params.top_k > 0 {
             // Renormalise over the kept tokens.
-            total = self.idx.iter().map(|&i| ((logits[i as usize] - max) * inv_t).exp()).sum();
+            total = self
+                .idx
+                .iter()
+                .map(|&i| ((logits[i as usize] - max) * inv_t).exp())
+                .sum();
         }
         if self.params.top_p < 1.0 {
             self.idx
@@ -354,8 +377,11 @@ impl Sampler {
             self.idx.truncate(keep.max(1));
         }
         self.probs.clear();
-        self.probs
-            .extend(self.idx.iter().map(|&i| ((logits[i as usize] - max) * inv_t).exp()));
+        self.probs.extend(
+            self.idx
+                .iter()
+                .map(|&i| ((logits[i as usize] - max) * inv_t).exp()),
+        );
         let sum: f32 = self.probs.iter().sum();
         let mut r = self.rng.random::<f32>() * sum;
         for (k, &p) in self.probs.iter().enumerate() {
@@ -369,8 +395,9 @@ impl Sampler {
     }
 
     fn select_top(&mut self, logits: &[f32], k: usize) {
-        self.idx
-            .select_nth_unstable_by(k - 1, |&a, &b| logits[b as usize].total_cmp(&logits[a as usize]));
+        self.idx.select_nth_unstable_by(k - 1, |&a, &b| {
+            logits[b as usize].total_cmp(&logits[a as usize])
+        });
         self.idx.truncate(k);
     }
 }
@@ -391,11 +418,16 @@ mod tests {
     use super::*;
 
     fn ctx(t: &[u32]) -> ProcessContext<'_> {
-        ProcessContext { tokens: t, prompt_len: 0 }
+        ProcessContext {
+            tokens: t,
+            prompt_len: 0,
+        }
     }
 
     fn logits() -> Vec<f32> {
-        (0..1000).map(|i| ((i * 7919) % 1000) as f32 / 100.0).collect()
+        (0..1000)
+            .map(|i| ((i * 7919) % 1000) as f32 / 100.0)
+            .collect()
     }
 
     #[test]
@@ -408,10 +440,16 @@ mod tests {
 
     #[test]
     fn same_seed_same_tokens_different_seed_differs() {
-        let p = |seed| SamplingParams { temperature: 1.0, seed: Some(seed), ..Default::default() };
+        let p = |seed| SamplingParams {
+            temperature: 1.0,
+            seed: Some(seed),
+            ..Default::default()
+        };
         let run = |seed| {
             let mut s = Sampler::new(p(seed), LogitChain::new()).unwrap();
-            (0..50).map(|_| s.sample(&ctx(&[]), &mut logits())).collect::<Vec<_>>()
+            (0..50)
+                .map(|_| s.sample(&ctx(&[]), &mut logits()))
+                .collect::<Vec<_>>()
         };
         assert_eq!(run(7), run(7));
         assert_ne!(run(7), run(8));
@@ -422,13 +460,23 @@ mod tests {
         let l = logits();
         let mut sorted: Vec<u32> = (0..1000).collect();
         sorted.sort_by(|&a, &b| l[b as usize].total_cmp(&l[a as usize]));
-        let p = SamplingParams { temperature: 1.0, top_k: 3, seed: Some(1), ..Default::default() };
+        let p = SamplingParams {
+            temperature: 1.0,
+            top_k: 3,
+            seed: Some(1),
+            ..Default::default()
+        };
         let mut s = Sampler::new(p, LogitChain::new()).unwrap();
         for _ in 0..200 {
             assert!(sorted[..3].contains(&s.sample(&ctx(&[]), &mut l.clone())));
         }
         // Logits 9.99, 9.98, ... : top_p 0.05 keeps only a handful.
-        let p = SamplingParams { temperature: 0.1, top_p: 0.5, seed: Some(1), ..Default::default() };
+        let p = SamplingParams {
+            temperature: 0.1,
+            top_p: 0.5,
+            seed: Some(1),
+            ..Default::default()
+        };
         let mut s = Sampler::new(p, LogitChain::new()).unwrap();
         for _ in 0..200 {
             let t = s.sample(&ctx(&[]), &mut l.clone());
@@ -448,7 +496,13 @@ mod tests {
     fn presence_and_frequency_penalties_follow_openai() {
         let mut l = vec![1.0, 1.0, 1.0];
         let mut p = PresenceFrequencyPenalty::new(0.5, 0.25);
-        p.process(&ProcessContext { tokens: &[2, 0, 0, 1], prompt_len: 1 }, &mut l);
+        p.process(
+            &ProcessContext {
+                tokens: &[2, 0, 0, 1],
+                prompt_len: 1,
+            },
+            &mut l,
+        );
         assert_eq!(l, vec![1.0 - 0.5 - 0.5, 1.0 - 0.25 - 0.5, 1.0]);
     }
 
@@ -476,9 +530,18 @@ mod tests {
     #[test]
     fn out_of_range_parameters_are_refused() {
         for p in [
-            SamplingParams { temperature: 3.0, ..Default::default() },
-            SamplingParams { top_p: 0.0, ..Default::default() },
-            SamplingParams { temperature: f32::NAN, ..Default::default() },
+            SamplingParams {
+                temperature: 3.0,
+                ..Default::default()
+            },
+            SamplingParams {
+                top_p: 0.0,
+                ..Default::default()
+            },
+            SamplingParams {
+                temperature: f32::NAN,
+                ..Default::default()
+            },
         ] {
             assert!(Sampler::new(p, LogitChain::new()).is_err());
         }

@@ -65,7 +65,10 @@ impl ServeConfig {
         let mut text = String::new();
         f.take(MAX_CONFIG_BYTES + 1).read_to_string(&mut text)?;
         if text.len() as u64 > MAX_CONFIG_BYTES {
-            anyhow::bail!("config {} is larger than {MAX_CONFIG_BYTES} bytes", path.display());
+            anyhow::bail!(
+                "config {} is larger than {MAX_CONFIG_BYTES} bytes",
+                path.display()
+            );
         }
         toml::from_str(&text).map_err(|e| anyhow::anyhow!("config {}: {e}", path.display()))
     }

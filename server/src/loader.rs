@@ -49,7 +49,13 @@ fn derive_id(g: &Gguf) -> String {
     let name = g.str("general.name").unwrap_or("model");
     let id: String = name
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || "._-".contains(c) { c } else { '-' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "._-".contains(c) {
+                c
+            } else {
+                '-'
+            }
+        })
         .collect();
     if id.is_empty() { "model".into() } else { id }
 }

@@ -115,7 +115,10 @@ impl Metrics {
             }
         }
         let counter = |out: &mut String, name: &str, help: &str, v: u64| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}"
+            );
         };
         let gauge = |out: &mut String, name: &str, help: &str, v: u64| {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
@@ -138,7 +141,12 @@ impl Metrics {
             "Streams whose client disconnected before the end.",
             self.client_disconnects.load(Ordering::Relaxed),
         );
-        gauge(&mut out, "confidant_ready", "1 when the model is loaded and serving.", u64::from(ready));
+        gauge(
+            &mut out,
+            "confidant_ready",
+            "1 when the model is loaded and serving.",
+            u64::from(ready),
+        );
         if let Some(s) = engine {
             gauge(
                 &mut out,

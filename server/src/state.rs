@@ -59,7 +59,10 @@ impl AppState {
 
     /// Why the server is not ready.
     pub fn not_ready_reason(&self) -> String {
-        self.not_ready.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.not_ready
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 }
 

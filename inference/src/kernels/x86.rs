@@ -58,7 +58,7 @@ unsafe fn quantize_acts_avx2(x: &[f32], qs: &mut [i8], d: &mut [f32], s: &mut [f
             let m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
             let amax = _mm_cvtss_f32(m4);
             let dd = amax / 127.0;
-            let id = _mm256_set1_ps(if dd != 0.0 { 1.0 / dd } else { 0.0 });
+            let id = _mm256_set1_ps(if amax != 0.0 { 127.0 / amax } else { 0.0 });
             const R: i32 = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
             let i0 = _mm256_cvtps_epi32(_mm256_round_ps::<R>(_mm256_mul_ps(v0, id)));
             let i1 = _mm256_cvtps_epi32(_mm256_round_ps::<R>(_mm256_mul_ps(v1, id)));
@@ -71,9 +71,9 @@ unsafe fn quantize_acts_avx2(x: &[f32], qs: &mut [i8], d: &mut [f32], s: &mut [f
             let packed = _mm256_packs_epi16(_mm256_packs_epi32(i0, i1), _mm256_packs_epi32(i2, i3));
             let packed = _mm256_permutevar8x32_epi32(packed, perm);
             _mm256_storeu_si256(qs.as_mut_ptr().add(b * QK) as *mut __m256i, packed);
-            let dh = half::f16::from_f32(dd).to_f32();
-            d[b] = dh;
-            s[b] = half::f16::from_f32(dh * sum as f32).to_f32();
+            // Stored as ggml stores q8_1: d and s = d·Σq, both in f16.
+            d[b] = half::f16::from_f32(dd).to_f32();
+            s[b] = half::f16::from_f32(dd * sum as f32).to_f32();
         }
     }
 }
@@ -120,6 +120,167 @@ unsafe fn dot_avx2(a: &[f32], b: &[f32]) -> f32 {
         i += 1;
     }
     sum
+}
+
+pub(super) fn dot_f16(a: &[f32], b: &[half::f16]) -> f32 {
+    // SAFETY: features checked by `isa()`; `super` asserted equal lengths.
+    unsafe { dot_f16_avx2(a, b) }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn dot_f16_avx2(a: &[f32], b: &[half::f16]) -> f32 {
+    let n = a.len();
+    let mut acc = _mm256_setzero_ps();
+    let mut i = 0;
+    // SAFETY: each access covers [i, i+8) with i + 8 <= n == a.len() ==
+    // b.len(); f16 is two bytes, so 8 of them are one 128-bit load.
+    unsafe {
+        while i + 8 <= n {
+            let h = _mm256_cvtph_ps(_mm_loadu_si128(b.as_ptr().add(i) as *const __m128i));
+            acc = _mm256_fmadd_ps(_mm256_loadu_ps(a.as_ptr().add(i)), h, acc);
+            i += 8;
+        }
+    }
+    let mut sum = hsum_ps(acc);
+    while i < n {
+        sum += a[i] * b[i].to_f32();
+        i += 1;
+    }
+    sum
+}
+
+pub(super) fn axpy_f16(alpha: f32, x: &[half::f16], y: &mut [f32]) {
+    // SAFETY: features checked by `isa()`; `super` asserted equal lengths.
+    unsafe { axpy_f16_avx2(alpha, x, y) }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn axpy_f16_avx2(alpha: f32, x: &[half::f16], y: &mut [f32]) {
+    let n = x.len();
+    let a = _mm256_set1_ps(alpha);
+    let mut i = 0;
+    // SAFETY: each access covers [i, i+8) with i + 8 <= n == x.len() == y.len().
+    unsafe {
+        while i + 8 <= n {
+            let yp = y.as_mut_ptr().add(i);
+            let h = _mm256_cvtph_ps(_mm_loadu_si128(x.as_ptr().add(i) as *const __m128i));
+            _mm256_storeu_ps(yp, _mm256_fmadd_ps(a, h, _mm256_loadu_ps(yp)));
+            i += 8;
+        }
+    }
+    while i < n {
+        y[i] += alpha * x[i].to_f32();
+        i += 1;
+    }
+}
+
+/// ggml's vectorised `expf` (`ggml_v_expf`, AVX2 + FMA), bit for bit.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn exp_ps(x: __m256) -> __m256 {
+    let r = _mm256_set1_ps(f32::from_bits(0x4b40_0000)); // 0x1.8p23
+    let z = _mm256_fmadd_ps(x, _mm256_set1_ps(f32::from_bits(0x3fb8_aa3b)), r); // 0x1.715476p+0
+    let n = _mm256_sub_ps(z, r);
+    let b = _mm256_fnmadd_ps(
+        n,
+        _mm256_set1_ps(f32::from_bits(0x35bf_be8e)), // 0x1.7f7d1cp-20
+        _mm256_fnmadd_ps(n, _mm256_set1_ps(f32::from_bits(0x3f31_7200)), x), // 0x1.62e4p-1
+    );
+    let e = _mm256_slli_epi32::<23>(_mm256_castps_si256(z));
+    let k = _mm256_castsi256_ps(_mm256_add_epi32(
+        e,
+        _mm256_castps_si256(_mm256_set1_ps(1.0)),
+    ));
+    let abs_n = _mm256_andnot_ps(_mm256_set1_ps(-0.0), n);
+    let c = _mm256_castps_si256(_mm256_cmp_ps::<_CMP_GT_OQ>(abs_n, _mm256_set1_ps(126.0)));
+    let u = _mm256_mul_ps(b, b);
+    let j = _mm256_fmadd_ps(
+        _mm256_fmadd_ps(
+            _mm256_fmadd_ps(
+                _mm256_set1_ps(f32::from_bits(0x3c07_2010)), // 0x1.0e4020p-7
+                b,
+                _mm256_set1_ps(f32::from_bits(0x3d2b_9f17)), // 0x1.573e2ep-5
+            ),
+            u,
+            _mm256_fmadd_ps(
+                _mm256_set1_ps(f32::from_bits(0x3e2a_af33)), // 0x1.555e66p-3
+                b,
+                _mm256_set1_ps(f32::from_bits(0x3eff_fedb)), // 0x1.fffdb6p-2
+            ),
+        ),
+        u,
+        _mm256_mul_ps(_mm256_set1_ps(f32::from_bits(0x3f7f_fff6)), b), // 0x1.ffffecp-1
+    );
+    if _mm256_movemask_ps(_mm256_castsi256_ps(c)) == 0 {
+        return _mm256_fmadd_ps(j, k, k);
+    }
+    let g = _mm256_and_si256(
+        _mm256_castps_si256(_mm256_cmp_ps::<_CMP_LE_OQ>(n, _mm256_setzero_ps())),
+        _mm256_set1_epi32(0x8200_0000u32 as i32),
+    );
+    let s1 = _mm256_castsi256_ps(_mm256_add_epi32(g, _mm256_set1_epi32(0x7f00_0000)));
+    let s2 = _mm256_castsi256_ps(_mm256_sub_epi32(e, g));
+    let d = _mm256_castps_si256(_mm256_cmp_ps::<_CMP_GT_OQ>(abs_n, _mm256_set1_ps(192.0)));
+    _mm256_or_ps(
+        _mm256_and_ps(_mm256_castsi256_ps(d), _mm256_mul_ps(s1, s1)),
+        _mm256_andnot_ps(
+            _mm256_castsi256_ps(d),
+            _mm256_or_ps(
+                _mm256_and_ps(
+                    _mm256_castsi256_ps(c),
+                    _mm256_mul_ps(_mm256_fmadd_ps(s2, j, s2), s1),
+                ),
+                _mm256_andnot_ps(_mm256_castsi256_ps(c), _mm256_fmadd_ps(k, j, k)),
+            ),
+        ),
+    )
+}
+
+pub(super) fn exp_sub_sum(x: &mut [f32], max: f32) -> f64 {
+    // SAFETY: features checked by `isa()`; `super` asserted x.len() % 8 == 0.
+    unsafe { exp_sub_sum_avx2(x, max) }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn exp_sub_sum_avx2(x: &mut [f32], max: f32) -> f64 {
+    let m = _mm256_set1_ps(max);
+    let mut sum = 0f64;
+    for c in x.chunks_exact_mut(8) {
+        // SAFETY: c has exactly 8 elements.
+        unsafe {
+            let v = exp_ps(_mm256_sub_ps(_mm256_loadu_ps(c.as_ptr()), m));
+            _mm256_storeu_ps(c.as_mut_ptr(), v);
+            sum += f64::from(hsum_ps(v));
+        }
+    }
+    sum
+}
+
+pub(super) fn silu_mul(g: &mut [f32], u: &[f32]) {
+    // SAFETY: features checked by `isa()`; `super` asserted equal lengths.
+    unsafe { silu_mul_avx2(g, u) }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn silu_mul_avx2(g: &mut [f32], u: &[f32]) {
+    let n = g.len();
+    let one = _mm256_set1_ps(1.0);
+    let mut i = 0;
+    // SAFETY: each access covers [i, i+8) with i + 8 <= n == g.len() == u.len().
+    unsafe {
+        while i + 8 <= n {
+            let x = _mm256_loadu_ps(g.as_ptr().add(i));
+            let e = exp_ps(_mm256_sub_ps(_mm256_setzero_ps(), x));
+            let silu = _mm256_div_ps(x, _mm256_add_ps(one, e));
+            let y = _mm256_mul_ps(silu, _mm256_loadu_ps(u.as_ptr().add(i)));
+            _mm256_storeu_ps(g.as_mut_ptr().add(i), y);
+            i += 8;
+        }
+    }
+    while i < n {
+        g[i] = g[i] / (1.0 + (-g[i]).exp()) * u[i];
+        i += 1;
+    }
 }
 
 pub(super) fn axpy(alpha: f32, x: &[f32], y: &mut [f32]) {
@@ -246,7 +407,9 @@ macro_rules! qmatmul_kernels {
                                         _mm256_cvtepi32_ps(p),
                                         acc[t],
                                     );
-                                    accm[t] += mw * *acts.s.get_unchecked(ti);
+                                    // ggml's compiled kernel fuses this
+                                    // multiply-add; so do we, for the same bits.
+                                    accm[t] = mw.mul_add(*acts.s.get_unchecked(ti), accm[t]);
                                 }
                             }
                             WeightFormat::Q4_0 | WeightFormat::Q8_0 => {

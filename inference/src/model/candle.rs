@@ -45,9 +45,8 @@ impl CandleSeq {
 impl CandleLlama {
     /// Loads all tensors through candle.
     pub fn load(g: &Gguf) -> Result<Self> {
-        let content = candle_core::quantized::gguf_file::Content::read(&mut Cursor::new(
-            &g.bytes()[..],
-        ))?;
+        let content =
+            candle_core::quantized::gguf_file::Content::read(&mut Cursor::new(&g.bytes()[..]))?;
         let weights =
             ModelWeights::from_gguf(content, &mut Cursor::new(&g.bytes()[..]), &Device::Cpu)?;
         Ok(Self { weights })
@@ -74,6 +73,9 @@ impl CandleLlama {
         let x = Tensor::new(tokens, &Device::Cpu)?.unsqueeze(0)?;
         let logits = seq.weights.forward(&x, seq.len)?;
         seq.len += tokens.len();
-        Ok(logits.squeeze(0)?.to_dtype(candle_core::DType::F32)?.to_vec1()?)
+        Ok(logits
+            .squeeze(0)?
+            .to_dtype(candle_core::DType::F32)?
+            .to_vec1()?)
     }
 }

@@ -48,7 +48,9 @@ impl LlamaConfig {
         let embedding_length = g.usize(&k("embedding_length"))?;
         let block_count = g.usize(&k("block_count"))?;
         let head_count = g.usize(&k("attention.head_count"))?;
-        let head_count_kv = g.opt_usize(&k("attention.head_count_kv"))?.unwrap_or(head_count);
+        let head_count_kv = g
+            .opt_usize(&k("attention.head_count_kv"))?
+            .unwrap_or(head_count);
         let feed_forward_length = g.usize(&k("feed_forward_length"))?;
         let context_length = g.usize(&k("context_length"))?;
         let rms_norm_eps = g.f32(&k("attention.layer_norm_rms_epsilon"))?;
@@ -95,11 +97,17 @@ impl LlamaConfig {
             ));
         }
         if !(rms_norm_eps > 0.0 && rms_norm_eps < 1.0) || !(rope_freq_base > 1.0) {
-            return Err(meta_err(&k("attention.layer_norm_rms_epsilon"), "out of range"));
+            return Err(meta_err(
+                &k("attention.layer_norm_rms_epsilon"),
+                "out of range",
+            ));
         }
         let emb = g.tensor("token_embd.weight")?;
         let [vocab_size, cols] = emb.dims[..] else {
-            return Err(crate::gguf::tensor_err("token_embd.weight", "is not a matrix"));
+            return Err(crate::gguf::tensor_err(
+                "token_embd.weight",
+                "is not a matrix",
+            ));
         };
         if cols != embedding_length {
             return Err(crate::gguf::tensor_err(

@@ -14,7 +14,7 @@ use bytes::Bytes;
 
 pub use self::candle::{CandleLlama, CandleSeq};
 pub use config::LlamaConfig;
-pub use native::{KvCache, NativeLlama, NativeItem, kv_bytes_per_token};
+pub use native::{AttentionOrder, KvCache, NativeItem, NativeLlama, kv_bytes_per_token};
 
 use crate::error::{Error, Result};
 use crate::gguf::Gguf;
@@ -122,6 +122,8 @@ pub struct Step<'a> {
     pub seq: &'a mut Sequence,
     /// Whether the last token's logits are needed.
     pub want_logits: bool,
+    /// Whether these are prompt tokens (true) or generated ones (false).
+    pub prompt: bool,
 }
 
 impl Model {
@@ -213,7 +215,11 @@ impl Model {
                     requested: s.tokens.len(),
                 });
             }
-            if let Some(&t) = s.tokens.iter().find(|&&t| t as usize >= self.config.vocab_size) {
+            if let Some(&t) = s
+                .tokens
+                .iter()
+                .find(|&&t| t as usize >= self.config.vocab_size)
+            {
                 return Err(Error::Tokenizer(format!("token id {t} is out of range")));
             }
         }
@@ -230,6 +236,7 @@ impl Model {
                         tokens: s.tokens,
                         cache,
                         want_logits: s.want_logits,
+                        prompt: s.prompt,
                     });
                 }
                 n.forward(&mut items)

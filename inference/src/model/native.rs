@@ -7,6 +7,7 @@ use std::cell::RefCell;
 
 use bytes::Bytes;
 use candle_core::quantized::GgmlDType;
+use half::f16;
 use rayon::prelude::*;
 
 use super::config::LlamaConfig;
@@ -33,9 +34,8 @@ impl QWeight {
                 &format!("has shape {:?}, expected [{rows}, {cols}]", t.dims),
             ));
         }
-        let fmt = WeightFormat::from_ggml(t.dtype).ok_or_else(|| {
-            tensor_err(name, &format!("type {:?} has no native kernel", t.dtype))
-        })?;
+        let fmt = WeightFormat::from_ggml(t.dtype)
+            .ok_or_else(|| tensor_err(name, &format!("type {:?} has no native kernel", t.dtype)))?;
         if cols % QK != 0 {
             return Err(tensor_err(name, "row length is not a multiple of 32"));
         }
@@ -55,7 +55,10 @@ impl QWeight {
 fn load_f32(g: &Gguf, name: &str, len: usize) -> Result<Vec<f32>> {
     let t = g.tensor(name)?;
     if t.dims.iter().product::<usize>() != len {
-        return Err(tensor_err(name, &format!("has {:?} elements, expected {len}", t.dims)));
+        return Err(tensor_err(
+            name,
+            &format!("has {:?} elements, expected {len}", t.dims),
+        ));
     }
     let b = g.tensor_bytes(&t);
     match t.dtype {
@@ -95,9 +98,13 @@ pub struct NativeLlama {
 }
 
 /// One sequence's key/value cache, allocated once for its whole length.
+///
+/// Keys and values are kept in half precision, as llama.cpp keeps them by
+/// default: half the memory of f32, and the same rounding as the reference
+/// implementation the greedy outputs are checked against.
 pub struct KvCache {
-    k: Vec<f32>,
-    v: Vec<f32>,
+    k: Vec<f16>,
+    v: Vec<f16>,
     len: usize,
     cap: usize,
     n_kv: usize,
@@ -127,7 +134,7 @@ impl KvCache {
 
 /// Bytes one cached token takes for a config.
 pub fn kv_bytes_per_token(cfg: &LlamaConfig) -> usize {
-    2 * cfg.block_count * cfg.kv_dim() * std::mem::size_of::<f32>()
+    2 * cfg.block_count * cfg.kv_dim() * std::mem::size_of::<f16>()
 }
 
 /// Input of one sequence to a batched forward pass.
@@ -138,10 +145,140 @@ pub struct NativeItem<'a> {
     pub cache: &'a mut KvCache,
     /// Whether to compute logits for the last token.
     pub want_logits: bool,
+    /// Whether these tokens are prompt tokens (see [`AttentionOrder`]).
+    pub prompt: bool,
+}
+
+/// Summation order of the attention products.
+///
+/// llama.cpp runs the f16 K·Q and P·V products through two different
+/// kernels: tinyBLAS when a ubatch has several tokens (a prompt) and
+/// `ggml_vec_dot_f16` for a single token (decoding). The orders differ in the
+/// last bits, which is enough to flip near-tied greedy choices, so the native
+/// backend follows the same split: prompt tokens use the tinyBLAS order,
+/// generated tokens the `vec_dot` order. Either way the result depends only
+/// on the sequence, never on how sequences were batched together.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttentionOrder {
+    /// One 8-lane accumulator per product (tinyBLAS).
+    Blocked8,
+    /// Four 8-lane accumulators over 32-element steps (`ggml_vec_dot_f16`).
+    Strided32,
+}
+
+/// Per-thread attention scratch.
+#[derive(Default)]
+struct Scratch {
+    q: Vec<f32>,
+    scores: Vec<f32>,
+    lanes: Vec<f32>,
 }
 
 thread_local! {
-    static SCORES: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
+}
+
+/// One query head against `n` cached positions (`k`, `v`: `n * hd` values).
+///
+/// The query is rounded to f16 (ggml converts it for the f16 K·Q product),
+/// scores are scaled and soft-maxed with ggml's exp and summation order, the
+/// probabilities rounded to f16 for the P·V product. Products of two f16
+/// values are exact in f32, so only the order of the sums matters; `order`
+/// picks which of llama.cpp's two kernels to follow.
+fn attend(
+    order: AttentionOrder,
+    q: &[f32],
+    k: &[f16],
+    v: &[f16],
+    scale: f32,
+    sc: &mut Scratch,
+    out: &mut [f32],
+) {
+    let hd = q.len();
+    let n = k.len() / hd;
+    sc.q.clear();
+    sc.q.extend(q.iter().map(|&x| f16::from_f32(x).to_f32()));
+    let padded = n.div_ceil(8) * 8;
+    sc.scores.clear();
+    sc.scores.extend((0..n).map(|p| {
+        let kp = &k[p * hd..(p + 1) * hd];
+        let dot = match order {
+            AttentionOrder::Blocked8 => kernels::dot_f16(&sc.q, kp),
+            AttentionOrder::Strided32 => dot_f16_strided(&sc.q, kp),
+        };
+        dot * scale
+    }));
+    let max = sc.scores.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+    sc.scores.resize(padded, f32::NEG_INFINITY);
+    let sum = kernels::exp_sub_sum(&mut sc.scores, max);
+    let inv = (1.0 / sum) as f32;
+    // Per-lane partial sums of the P·V product: lane `p % L` takes position p.
+    let lanes = match order {
+        AttentionOrder::Blocked8 => 8,
+        AttentionOrder::Strided32 => 32,
+    };
+    sc.lanes.clear();
+    sc.lanes.resize(lanes * hd, 0.0);
+    for p in 0..n {
+        let w = f16::from_f32(sc.scores[p] * inv).to_f32();
+        let l = p % lanes;
+        kernels::axpy_f16(
+            w,
+            &v[p * hd..(p + 1) * hd],
+            &mut sc.lanes[l * hd..(l + 1) * hd],
+        );
+    }
+    let lane = |l: usize, i: usize| sc.lanes[l * hd + i];
+    for (i, o) in out.iter_mut().enumerate() {
+        let mut u = [0f32; 8];
+        match order {
+            AttentionOrder::Blocked8 => {
+                for (j, uj) in u.iter_mut().enumerate() {
+                    *uj = lane(j, i);
+                }
+                *o = kernels::hsum8(&u);
+            }
+            AttentionOrder::Strided32 => {
+                for (j, uj) in u.iter_mut().enumerate() {
+                    *uj = (lane(j, i) + lane(16 + j, i)) + (lane(24 + j, i) + lane(8 + j, i));
+                }
+                *o = hsum8_hadd(&u);
+            }
+        }
+    }
+}
+
+/// `ggml_vec_dot_f16`'s order: four 8-lane accumulators over 32-element
+/// steps, folded (0+2)+(3+1), then lo+hi and two horizontal adds.
+fn dot_f16_strided(a: &[f32], b: &[f16]) -> f32 {
+    let n = a.len();
+    let np = n & !31;
+    let mut acc = [[0f32; 8]; 4];
+    let mut i = 0;
+    while i < np {
+        for (j, accj) in acc.iter_mut().enumerate() {
+            for (l, al) in accj.iter_mut().enumerate() {
+                let e = i + j * 8 + l;
+                *al = a[e].mul_add(b[e].to_f32(), *al);
+            }
+        }
+        i += 32;
+    }
+    let mut u = [0f32; 8];
+    for (l, ul) in u.iter_mut().enumerate() {
+        *ul = (acc[0][l] + acc[2][l]) + (acc[3][l] + acc[1][l]);
+    }
+    let mut sum = f64::from(hsum8_hadd(&u));
+    for e in np..n {
+        sum += f64::from(a[e] * b[e].to_f32());
+    }
+    sum as f32
+}
+
+/// Eight lanes summed as `lo+hi` then two `hadd`s (ggml's F32x8 reduce).
+fn hsum8_hadd(u: &[f32; 8]) -> f32 {
+    let t = [u[0] + u[4], u[1] + u[5], u[2] + u[6], u[3] + u[7]];
+    (t[0] + t[1]) + (t[2] + t[3])
 }
 
 impl NativeLlama {
@@ -190,8 +327,8 @@ impl NativeLlama {
     pub fn new_cache(&self, capacity: usize) -> KvCache {
         let n = self.cfg.block_count * self.cfg.kv_dim() * capacity;
         KvCache {
-            k: vec![0.0; n],
-            v: vec![0.0; n],
+            k: vec![f16::ZERO; n],
+            v: vec![f16::ZERO; n],
             len: 0,
             cap: capacity,
             n_kv: self.cfg.head_count_kv,
@@ -215,6 +352,7 @@ impl NativeLlama {
         // Token → (item, position) map; validate first so a bad item changes nothing.
         let mut tok_item = Vec::new();
         let mut tok_pos = Vec::new();
+        let mut tok_order = Vec::new();
         for (i, it) in items.iter().enumerate() {
             if it.cache.len + it.tokens.len() > it.cache.cap {
                 return Err(Error::ContextLength {
@@ -229,6 +367,11 @@ impl NativeLlama {
                 }
                 tok_item.push(i);
                 tok_pos.push(it.cache.len + j);
+                tok_order.push(if it.prompt {
+                    AttentionOrder::Blocked8
+                } else {
+                    AttentionOrder::Strided32
+                });
             }
         }
         let t_all = tok_item.len();
@@ -240,7 +383,10 @@ impl NativeLlama {
         let mut x = vec![0f32; t_all * d];
         let erb = self.embed.row_bytes();
         let emb = self.w(&self.embed);
-        for (row, &tok) in x.chunks_exact_mut(d).zip(items.iter().flat_map(|i| i.tokens)) {
+        for (row, &tok) in x
+            .chunks_exact_mut(d)
+            .zip(items.iter().flat_map(|i| i.tokens))
+        {
             let t = tok as usize;
             dequantize_row(self.embed.fmt, &emb[t * erb..(t + 1) * erb], row);
         }
@@ -294,11 +440,19 @@ impl NativeLlama {
                 let c = &mut *items[tok_item[t]].cache;
                 for gi in 0..nkv {
                     let at = c.base(li, gi) + tok_pos[t] * hd;
-                    c.k[at..at + hd].copy_from_slice(&k[t * kvd + gi * hd..t * kvd + (gi + 1) * hd]);
-                    c.v[at..at + hd].copy_from_slice(&v[t * kvd + gi * hd..t * kvd + (gi + 1) * hd]);
+                    let src = t * kvd + gi * hd..t * kvd + (gi + 1) * hd;
+                    for (dst, &x) in c.k[at..at + hd].iter_mut().zip(&k[src.clone()]) {
+                        *dst = f16::from_f32(x);
+                    }
+                    for (dst, &x) in c.v[at..at + hd].iter_mut().zip(&v[src]) {
+                        *dst = f16::from_f32(x);
+                    }
                 }
             }
-            // Causal attention, one task per (token, head).
+            // Causal attention, one task per (token, head), computed the way
+            // llama.cpp's CPU backend computes it with its default f16 KV
+            // cache (tinyBLAS f16 products, ggml's exp and softmax sums), so
+            // greedy outputs track the reference implementation closely.
             {
                 let caches: Vec<&KvCache> = items.iter().map(|i| &*i.cache).collect();
                 let group = nh / nkv;
@@ -308,23 +462,16 @@ impl NativeLlama {
                     let c = caches[tok_item[t]];
                     let pos = tok_pos[t];
                     let base = c.base(li, h / group);
-                    let qh = &q[t * d + h * hd..t * d + (h + 1) * hd];
-                    SCORES.with_borrow_mut(|s| {
-                        s.clear();
-                        s.extend((0..=pos).map(|p| {
-                            kernels::dot(qh, &c.k[base + p * hd..base + (p + 1) * hd]) * scale
-                        }));
-                        let m = s.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
-                        let mut sum = 0f32;
-                        for e in s.iter_mut() {
-                            *e = (*e - m).exp();
-                            sum += *e;
-                        }
-                        out.fill(0.0);
-                        let inv = 1.0 / sum;
-                        for (p, e) in s.iter().enumerate() {
-                            kernels::axpy(e * inv, &c.v[base + p * hd..base + (p + 1) * hd], out);
-                        }
+                    SCRATCH.with_borrow_mut(|sc| {
+                        attend(
+                            tok_order[t],
+                            &q[t * d + h * hd..t * d + (h + 1) * hd],
+                            &c.k[base..base + (pos + 1) * hd],
+                            &c.v[base..base + (pos + 1) * hd],
+                            scale,
+                            sc,
+                            out,
+                        );
                     });
                 });
             }
@@ -339,9 +486,7 @@ impl NativeLlama {
                 &mut [(&layer.gate, &mut g[..]), (&layer.up, &mut u[..])],
                 &mut tmp,
             );
-            for (gi, ui) in g.iter_mut().zip(&u) {
-                *gi = *gi / (1.0 + (-*gi).exp()) * ui;
-            }
+            kernels::silu_mul(&mut g, &u);
             acts.quantize(&g, t_all, ff);
             self.matmuls(&acts, &mut [(&layer.down, &mut xn[..])], &mut tmp);
             add_in_place(&mut x, &xn);
@@ -431,20 +576,22 @@ impl NativeLlama {
 fn rms_norm(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
     let d = w.len();
     for (xr, or) in x.chunks_exact(d).zip(out.chunks_exact_mut(d)) {
-        let ss = kernels::dot(xr, xr) / d as f32;
-        let inv = 1.0 / (ss + eps).sqrt();
+        // Squares in f32 summed in f64, as ggml does.
+        let ss = xr.iter().map(|&v| f64::from(v * v)).sum::<f64>() / d as f64;
+        let inv = 1.0 / (ss as f32 + eps).sqrt();
         for ((o, &xi), &wi) in or.iter_mut().zip(xr).zip(w) {
             *o = xi * inv * wi;
         }
     }
 }
 
-/// Rotates adjacent pairs (ggml "normal" rope mode, as llama models use).
+/// Rotates adjacent pairs (ggml "normal" rope mode, as llama models use),
+/// with the fused multiply-adds ggml's compiled rope uses.
 fn apply_rope(x: &mut [f32], table: &[(f32, f32)]) {
     for (i, &(c, s)) in table.iter().enumerate() {
         let (a, b) = (x[2 * i], x[2 * i + 1]);
-        x[2 * i] = a * c - b * s;
-        x[2 * i + 1] = a * s + b * c;
+        x[2 * i] = a.mul_add(c, -(b * s));
+        x[2 * i + 1] = a.mul_add(s, b * c);
     }
 }
 

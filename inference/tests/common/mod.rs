@@ -28,9 +28,19 @@ pub fn model_path() -> PathBuf {
         let out = Command::new(workspace().join("scripts/fetch-model"))
             .output()
             .expect("run scripts/fetch-model");
-        assert!(out.status.success(), "scripts/fetch-model failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "scripts/fetch-model failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let stdout = String::from_utf8(out.stdout).expect("utf-8 path");
-        PathBuf::from(stdout.lines().last().expect("fetch-model prints the path").trim())
+        PathBuf::from(
+            stdout
+                .lines()
+                .last()
+                .expect("fetch-model prints the path")
+                .trim(),
+        )
     })
     .clone()
 }

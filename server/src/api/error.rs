@@ -51,7 +51,9 @@ impl ApiError {
     pub fn malformed(detail: impl std::fmt::Display) -> Self {
         Self {
             code: Some("invalid_json"),
-            ..Self::invalid(format!("We could not parse the JSON body of your request: {detail}"))
+            ..Self::invalid(format!(
+                "We could not parse the JSON body of your request: {detail}"
+            ))
         }
     }
 
@@ -115,7 +117,11 @@ impl ApiError {
 impl From<EngineError> for ApiError {
     fn from(e: EngineError) -> Self {
         match e {
-            EngineError::ContextLength { context, prompt, requested } => Self {
+            EngineError::ContextLength {
+                context,
+                prompt,
+                requested,
+            } => Self {
                 code: Some("context_length_exceeded"),
                 param: Some("messages".into()),
                 ..Self::invalid(format!(
@@ -125,7 +131,9 @@ impl From<EngineError> for ApiError {
             },
             EngineError::EmptyPrompt => Self::invalid_param("messages", "The prompt is empty."),
             EngineError::InvalidParameter(m) => Self::invalid(m),
-            EngineError::Template(m) => Self::invalid_param("messages", format!("Chat template: {m}")),
+            EngineError::Template(m) => {
+                Self::invalid_param("messages", format!("Chat template: {m}"))
+            }
             EngineError::Tokenizer(m) => Self::invalid(format!("Tokenizer: {m}")),
             EngineError::QueueFull(n) => Self {
                 code: Some("overloaded"),
@@ -138,7 +146,11 @@ impl From<EngineError> for ApiError {
             },
             other => {
                 tracing::error!(error = %other, "engine error");
-                Self::new(StatusCode::INTERNAL_SERVER_ERROR, "server_error", other.to_string())
+                Self::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "server_error",
+                    other.to_string(),
+                )
             }
         }
     }

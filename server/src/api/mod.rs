@@ -46,7 +46,9 @@ async fn track(State(st): State<Arc<AppState>>, req: Request, next: Next) -> Res
     let resp = next.run(req).await;
     st.metrics.request(&route, resp.status().as_u16());
     if route.starts_with("/v1/") && route.ends_with("completions") && !resp.status().is_success() {
-        st.metrics.request_duration.observe(t.elapsed().as_secs_f64());
+        st.metrics
+            .request_duration
+            .observe(t.elapsed().as_secs_f64());
     }
     resp
 }
@@ -76,7 +78,10 @@ async fn metrics(State(st): State<Arc<AppState>>) -> Response {
         .metrics
         .render(st.engine().map(|e| e.stats()), st.engine().is_some());
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
         body,
     )
         .into_response()

@@ -80,7 +80,9 @@ fn prepare(
     tokens: Vec<u32>,
     arrived: Instant,
 ) -> Result<Prepared, ApiError> {
-    let engine = st.engine().ok_or_else(|| ApiError::not_ready(&st.not_ready_reason()))?;
+    let engine = st
+        .engine()
+        .ok_or_else(|| ApiError::not_ready(&st.not_ready_reason()))?;
     let params = common.sampling()?;
     let stop = common.stops()?;
     let context = engine.context_length();
@@ -90,7 +92,12 @@ fn prepare(
         c => c,
     };
     let max_tokens = match common.max_tokens {
-        Some(0) => return Err(ApiError::invalid_param("max_tokens", "max_tokens must be at least 1.")),
+        Some(0) => {
+            return Err(ApiError::invalid_param(
+                "max_tokens",
+                "max_tokens must be at least 1.",
+            ));
+        }
         Some(m) if m as usize > cap => {
             return Err(ApiError::invalid_param(
                 "max_tokens",
@@ -109,7 +116,11 @@ fn prepare(
     })?;
     Ok(Prepared {
         kind,
-        id: random_id(if kind == Kind::Chat { "chatcmpl" } else { "cmpl" }),
+        id: random_id(if kind == Kind::Chat {
+            "chatcmpl"
+        } else {
+            "cmpl"
+        }),
         model: common.model.clone(),
         created: unix_now(),
         include_usage: common.include_usage(),
@@ -139,7 +150,9 @@ pub async fn chat_completions(
     let req: ChatRequest = parse(&body)?;
     let common = req.common()?;
     check_model(&st, &common.model)?;
-    let engine = st.engine().ok_or_else(|| ApiError::not_ready(&st.not_ready_reason()))?;
+    let engine = st
+        .engine()
+        .ok_or_else(|| ApiError::not_ready(&st.not_ready_reason()))?;
     let msgs = prompt::messages(&req.messages)?;
     let (_, tokens) = prompt::chat_tokens(engine, &msgs)?;
     let p = prepare(&st, Kind::Chat, &common, tokens, arrived)?;
@@ -156,12 +169,17 @@ pub async fn completions(
     let req: CompletionRequest = parse(&body)?;
     let common = req.common()?;
     check_model(&st, &common.model)?;
-    let engine = st.engine().ok_or_else(|| ApiError::not_ready(&st.not_ready_reason()))?;
+    let engine = st
+        .engine()
+        .ok_or_else(|| ApiError::not_ready(&st.not_ready_reason()))?;
     let tokens = match &req.prompt {
         Prompt::Text(t) => prompt::completion_tokens(engine, t)?,
         Prompt::Texts(v) if v.len() == 1 => prompt::completion_tokens(engine, &v[0])?,
         Prompt::Texts(_) => {
-            return Err(ApiError::invalid_param("prompt", "Exactly one prompt is supported (n = 1)."));
+            return Err(ApiError::invalid_param(
+                "prompt",
+                "Exactly one prompt is supported (n = 1).",
+            ));
         }
         Prompt::Tokens(t) => t.clone(),
     };
@@ -227,7 +245,10 @@ fn count_usage(st: &AppState, u: &UsageOut, arrived: Instant) {
 
 async fn collect(st: Arc<AppState>, mut p: Prepared) -> Response {
     let mut text = String::new();
-    let mut timing = Timing { arrived: p.arrived, last: None };
+    let mut timing = Timing {
+        arrived: p.arrived,
+        last: None,
+    };
     while let Some(ev) = p.rx.recv().await {
         match ev {
             Event::Delta { text: t, tokens } => {
@@ -301,8 +322,12 @@ impl StreamState {
     fn chunk(&self, delta_or_text: Value, finish: Option<FinishReason>) -> SseEvent {
         let finish = finish.map(finish_str);
         let choice = match self.p.kind {
-            Kind::Chat => json!({"index": 0, "delta": delta_or_text, "logprobs": null, "finish_reason": finish}),
-            Kind::Completion => json!({"index": 0, "text": delta_or_text, "logprobs": null, "finish_reason": finish}),
+            Kind::Chat => {
+                json!({"index": 0, "delta": delta_or_text, "logprobs": null, "finish_reason": finish})
+            }
+            Kind::Completion => {
+                json!({"index": 0, "text": delta_or_text, "logprobs": null, "finish_reason": finish})
+            }
         };
         let mut v = json!({
             "id": self.p.id,
@@ -344,15 +369,25 @@ fn stream_response(
     p: Prepared,
     timeout: Duration,
 ) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
-    let phase = if p.kind == Kind::Chat { Phase::Role } else { Phase::Running };
+    let phase = if p.kind == Kind::Chat {
+        Phase::Role
+    } else {
+        Phase::Running
+    };
     let state = StreamState {
-        timing: Timing { arrived: p.arrived, last: None },
+        timing: Timing {
+            arrived: p.arrived,
+            last: None,
+        },
         st,
         p,
         phase,
         deadline: tokio::time::Instant::now() + timeout,
     };
     let s = stream::unfold(state, |mut s| async move {
+        if matches!(s.phase, Phase::End) {
+            return None;
+        }
         let ev = match std::mem::replace(&mut s.phase, Phase::Running) {
             Phase::Role => s.chunk(json!({"role": "assistant", "content": ""}), None),
             Phase::Running => match tokio::time::timeout_at(s.deadline, s.p.rx.recv()).await {
@@ -363,7 +398,11 @@ fn stream_response(
                 Ok(Some(Event::Done(f))) => {
                     let usage = UsageOut::from(f.usage);
                     count_usage(&s.st, &usage, s.p.arrived);
-                    s.phase = if s.p.include_usage { Phase::Usage(usage) } else { Phase::DoneMarker };
+                    s.phase = if s.p.include_usage {
+                        Phase::Usage(usage)
+                    } else {
+                        Phase::DoneMarker
+                    };
                     let empty = match s.p.kind {
                         Kind::Chat => json!({}),
                         Kind::Completion => json!(""),
@@ -393,10 +432,7 @@ fn stream_response(
                 s.phase = Phase::End;
                 SseEvent::default().data("[DONE]")
             }
-            Phase::End => {
-                s.phase = Phase::End;
-                return None;
-            }
+            Phase::End => unreachable!("handled above"),
         };
         Some((Ok(ev), s))
     });
@@ -405,7 +441,9 @@ fn stream_response(
 
 /// `GET /v1/models`.
 pub async fn list_models(State(st): State<Arc<AppState>>) -> Result<Response, ApiError> {
-    let id = st.model_id().ok_or_else(|| ApiError::not_ready(&st.not_ready_reason()))?;
+    let id = st
+        .model_id()
+        .ok_or_else(|| ApiError::not_ready(&st.not_ready_reason()))?;
     Ok(axum::Json(json!({
         "object": "list",
         "data": [model_object(&st, id)],

@@ -30,7 +30,10 @@ fn content_text(m: &ChatMessageIn) -> Result<String, ApiError> {
                 if p.kind != "text" {
                     return Err(ApiError::invalid_param(
                         "messages",
-                        format!("Content parts of type `{}` are not supported; only text.", p.kind),
+                        format!(
+                            "Content parts of type `{}` are not supported; only text.",
+                            p.kind
+                        ),
                     ));
                 }
                 out.push_str(p.text.as_deref().unwrap_or(""));
@@ -43,7 +46,10 @@ fn content_text(m: &ChatMessageIn) -> Result<String, ApiError> {
 /// Checked (role, content) pairs of a request.
 pub fn messages(msgs: &[ChatMessageIn]) -> Result<Vec<ChatMessage>, ApiError> {
     if msgs.is_empty() {
-        return Err(ApiError::invalid_param("messages", "`messages` must not be empty."));
+        return Err(ApiError::invalid_param(
+            "messages",
+            "`messages` must not be empty.",
+        ));
     }
     if msgs.len() > MAX_MESSAGES {
         return Err(ApiError::invalid_param(

@@ -172,12 +172,21 @@ impl ChatRequest {
         if self.tools.is_some() || self.functions.is_some() {
             return refuse("tools", "Tool and function calling are not supported.");
         }
-        if self.tool_choice.is_some() || self.function_call.is_some() || self.parallel_tool_calls.is_some() {
-            return refuse("tool_choice", "Tool and function calling are not supported.");
+        if self.tool_choice.is_some()
+            || self.function_call.is_some()
+            || self.parallel_tool_calls.is_some()
+        {
+            return refuse(
+                "tool_choice",
+                "Tool and function calling are not supported.",
+            );
         }
         if let Some(rf) = &self.response_format {
             if rf.get("type").and_then(|t| t.as_str()) != Some("text") {
-                return refuse("response_format", "Only the `text` response format is supported.");
+                return refuse(
+                    "response_format",
+                    "Only the `text` response format is supported.",
+                );
             }
         }
         if self.logprobs == Some(true) || self.top_logprobs.is_some() {
@@ -226,7 +235,11 @@ impl CompletionRequest {
         if self.best_of.is_some_and(|b| b != 1) {
             return refuse("best_of", "Only best_of = 1 is supported.");
         }
-        if self.logprobs.as_ref().is_some_and(|v| !v.is_null() && v != &serde_json::json!(0)) {
+        if self
+            .logprobs
+            .as_ref()
+            .is_some_and(|v| !v.is_null() && v != &serde_json::json!(0))
+        {
             return refuse("logprobs", "logprobs are not supported.");
         }
         Ok(Common {
@@ -256,7 +269,10 @@ impl Common {
     pub fn sampling(&self) -> Result<SamplingParams, ApiError> {
         if let Some(n) = self.n {
             if n != 1 {
-                return Err(ApiError::invalid_param("n", format!("Only n = 1 is supported, got {n}.")));
+                return Err(ApiError::invalid_param(
+                    "n",
+                    format!("Only n = 1 is supported, got {n}."),
+                ));
             }
         }
         let mut logit_bias = Vec::new();
@@ -289,7 +305,10 @@ impl Common {
             Some(Stop::Many(v)) => v.clone(),
         };
         if v.len() > MAX_STOP {
-            return Err(ApiError::invalid_param("stop", format!("At most {MAX_STOP} stop sequences are allowed.")));
+            return Err(ApiError::invalid_param(
+                "stop",
+                format!("At most {MAX_STOP} stop sequences are allowed."),
+            ));
         }
         if v.iter().any(|s| s.is_empty() || s.len() > MAX_STOP_LEN) {
             return Err(ApiError::invalid_param(
@@ -307,7 +326,9 @@ impl Common {
 
     /// Whether a streamed response ends with a usage chunk.
     pub fn include_usage(&self) -> bool {
-        self.stream_options.as_ref().is_some_and(|o| o.include_usage)
+        self.stream_options
+            .as_ref()
+            .is_some_and(|o| o.include_usage)
     }
 }
 

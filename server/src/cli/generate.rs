@@ -61,8 +61,13 @@ pub fn run(a: GenerateArgs) -> anyhow::Result<ExitCode> {
         threads: a.threads,
         max_context: None,
     };
-    let loaded =
-        confidant_server::loader::load_engine(bytes.into(), &opts, EngineConfig::default(), None, None)?;
+    let loaded = confidant_server::loader::load_engine(
+        bytes.into(),
+        &opts,
+        EngineConfig::default(),
+        None,
+        None,
+    )?;
     let engine = loaded.engine;
     let tokens = if a.chat {
         let msgs = [ChatMessage {
