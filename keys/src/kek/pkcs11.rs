@@ -9,7 +9,7 @@ use std::fmt;
 use std::path::PathBuf;
 use std::sync::{Mutex, OnceLock};
 
-use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
+use cryptoki::context::{CInitializeArgs, CInitializeFlags, Function, Pkcs11};
 use cryptoki::error::{Error as CkError, RvError};
 use cryptoki::mechanism::aead::GcmParams;
 use cryptoki::mechanism::Mechanism;
@@ -311,10 +311,15 @@ impl KekOps for Pkcs11Kek {
                 key.copy_from_slice(&plain);
                 Ok(Some(key))
             }
+            // Authentication failure. PKCS#11 3.0 §2.12.1 names
+            // CKR_ENCRYPTED_DATA_INVALID; SoftHSM2 2.6 answers a GCM tag
+            // mismatch with CKR_GENERAL_ERROR from C_Decrypt itself (after
+            // C_DecryptInit accepted key and parameters), so that counts too.
             Err(CkError::Pkcs11(
                 RvError::EncryptedDataInvalid | RvError::EncryptedDataLenRange | RvError::DataInvalid,
                 _,
-            )) => Ok(None),
+            ))
+            | Err(CkError::Pkcs11(RvError::GeneralError, Function::Decrypt)) => Ok(None),
             Err(e) => Err(Error::pkcs11("C_Decrypt")(e)),
         }
     }
