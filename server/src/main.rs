@@ -19,11 +19,24 @@ struct Cli {
 enum Command {
     // Each subcommand lives in its own module under `cli/`; a module exposes
     // `Args`/`Cmd` (clap) and `run(..) -> anyhow::Result<ExitCode>`.
+    /// Manage key-encryption keys
+    Kek {
+        #[command(subcommand)]
+        cmd: cli::kek::KekCmd,
+    },
+    /// Encrypt, inspect and decrypt model containers
+    Model {
+        #[command(subcommand)]
+        cmd: cli::model::ModelCmd,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let result: anyhow::Result<ExitCode> = match cli.command {};
+    let result: anyhow::Result<ExitCode> = match cli.command {
+        Command::Kek { cmd } => cli::kek::run(cmd),
+        Command::Model { cmd } => cli::model::run(cmd),
+    };
     match result {
         Ok(code) => code,
         Err(e) => {

@@ -1,1 +1,4 @@
 //! One module per `confidant` subcommand.
+
+pub mod kek;
+pub mod model;
