@@ -10,16 +10,33 @@ use std::num::NonZeroUsize;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use confidant_keys::{encrypt, ChunkSize, DataKey, Decryptor, EncryptParams, Header, KeyId, ModelFormat, PlaintextInfo};
-use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use confidant_keys::{
+    ChunkSize, DataKey, Decryptor, EncryptParams, Header, KeyId, ModelFormat, PlaintextInfo,
+    encrypt,
+};
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 
 fn model() -> Vec<u8> {
-    let path = std::env::var_os("CONFIDANT_MODEL").map(PathBuf::from).unwrap_or_else(|| {
-        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/fetch-model");
-        let out = std::process::Command::new(script).output().expect("scripts/fetch-model runs");
-        assert!(out.status.success(), "fetch-model: {}", String::from_utf8_lossy(&out.stderr));
-        PathBuf::from(String::from_utf8(out.stdout).unwrap().lines().last().unwrap())
-    });
+    let path = std::env::var_os("CONFIDANT_MODEL")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/fetch-model");
+            let out = std::process::Command::new(script)
+                .output()
+                .expect("scripts/fetch-model runs");
+            assert!(
+                out.status.success(),
+                "fetch-model: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            PathBuf::from(
+                String::from_utf8(out.stdout)
+                    .unwrap()
+                    .lines()
+                    .last()
+                    .unwrap(),
+            )
+        });
     std::fs::read(path).expect("model readable")
 }
 
@@ -45,14 +62,22 @@ fn bench(c: &mut Criterion) {
         let mut params = EncryptParams::new(KeyId::new("bench").unwrap(), ModelFormat::Gguf);
         params.chunk_size = ChunkSize::new(chunk).unwrap();
         let mut container = Vec::with_capacity(plain.len() + plain.len() / 1000 + 4096);
-        encrypt(&key, &params, &PlaintextInfo::of(&plain), &plain[..], &mut container).unwrap();
+        encrypt(
+            &key,
+            &params,
+            &PlaintextInfo::of(&plain),
+            &plain[..],
+            &mut container,
+        )
+        .unwrap();
         let d = Decryptor::new(Header::parse(&container).unwrap(), &key).unwrap();
         for threads in [1, cores.get()] {
             let name = format!("decrypt_verify/chunk_{}k/threads_{threads}", chunk / 1024);
             let t = NonZeroUsize::new(threads).unwrap();
             g.bench_function(name, |b| {
                 b.iter(|| {
-                    d.decrypt_into(black_box(&container[..]), &mut out, t).unwrap();
+                    d.decrypt_into(black_box(&container[..]), &mut out, t)
+                        .unwrap();
                 })
             });
         }

@@ -12,8 +12,8 @@ use std::num::NonZeroUsize;
 use std::sync::OnceLock;
 
 use confidant_keys::{
-    encrypt_with_fixed_nonce_prefix_for_test_vectors, ChunkSize, DataKey, Decryptor, EncryptParams, Header, KeyId,
-    ModelFormat, PlaintextInfo, WrappedKey,
+    ChunkSize, DataKey, Decryptor, EncryptParams, Header, KeyId, ModelFormat, PlaintextInfo,
+    WrappedKey, encrypt_with_fixed_nonce_prefix_for_test_vectors,
 };
 use libfuzzer_sys::fuzz_target;
 
@@ -41,12 +41,16 @@ fn fixture() -> &'static Vec<u8> {
 
 fn decrypt_all(container: &[u8]) {
     let key = DataKey::from_bytes(&KEY);
-    let Ok(header) = Header::parse(container) else { return };
+    let Ok(header) = Header::parse(container) else {
+        return;
+    };
     // Bound the buffer: a fuzzed header may announce terabytes.
     if header.plaintext_len() > 1 << 20 {
         return;
     }
-    let Ok(d) = Decryptor::new(header, &key) else { return };
+    let Ok(d) = Decryptor::new(header, &key) else {
+        return;
+    };
     let mut out = vec![0u8; d.header().plaintext_len() as usize];
     let r = d.decrypt_into(container, &mut out, NonZeroUsize::new(2).unwrap());
     if r.is_err() {

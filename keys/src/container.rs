@@ -26,7 +26,7 @@ use aes_gcm::{Aes256Gcm, Nonce, Tag};
 use sha2::{Digest, Sha256};
 use zeroize::{Zeroize, Zeroizing};
 
-use crate::datakey::{fill_random, DataKey};
+use crate::datakey::{DataKey, fill_random};
 use crate::error::{Error, Result};
 use crate::header::{
     ChunkSize, Header, KeyId, MetadataText, ModelFormat, NONCE_PREFIX_LEN, TAG_LEN,
@@ -78,11 +78,20 @@ impl ChunkCipher {
     fn chunk_nonce(&self, index: u64, count: u64) -> Result<Nonce<aes_gcm::aead::consts::U12>> {
         let counter = u32::try_from(index)
             .map_err(|_| Error::malformed("container", "chunk index beyond 2^32"))?;
-        let flag = if index + 1 == count { FLAG_FINAL } else { FLAG_CHUNK };
+        let flag = if index + 1 == count {
+            FLAG_FINAL
+        } else {
+            FLAG_CHUNK
+        };
         Ok(self.nonce(counter, flag))
     }
 
-    fn seal(&self, nonce: &Nonce<aes_gcm::aead::consts::U12>, aad: &[u8], buf: &mut [u8]) -> Result<[u8; TAG_LEN]> {
+    fn seal(
+        &self,
+        nonce: &Nonce<aes_gcm::aead::consts::U12>,
+        aad: &[u8],
+        buf: &mut [u8],
+    ) -> Result<[u8; TAG_LEN]> {
         let tag = self
             .aead
             .encrypt_inout_detached(nonce, aad, buf.into())
@@ -258,8 +267,12 @@ fn encrypt_with_prefix<R: Read, W: Write>(
         hasher.update(&*chunk);
         let nonce = cipher.chunk_nonce(i, n)?;
         let tag = cipher.seal(&nonce, header.as_bytes(), chunk)?;
-        writer.write_all(chunk).map_err(Error::io("writing the container"))?;
-        writer.write_all(&tag).map_err(Error::io("writing the container"))?;
+        writer
+            .write_all(chunk)
+            .map_err(Error::io("writing the container"))?;
+        writer
+            .write_all(&tag)
+            .map_err(Error::io("writing the container"))?;
     }
     let mut probe = [0u8; 1];
     if read_up_to(&mut reader, &mut probe).map_err(Error::io("reading the plaintext"))? != 0 {
@@ -410,7 +423,12 @@ impl Decryptor {
             });
         }
         let cipher = ChunkCipher::new(key, header.nonce_prefix);
-        if !cipher.open(&cipher.header_nonce(), header.tag_aad(), &mut [], &header.header_tag) {
+        if !cipher.open(
+            &cipher.header_nonce(),
+            header.tag_aad(),
+            &mut [],
+            &header.header_tag,
+        ) {
             return Err(Error::HeaderAuth);
         }
         Ok(Decryptor { header, cipher })
@@ -454,12 +472,26 @@ impl Decryptor {
         threads: NonZeroUsize,
     ) -> Result<VerifiedPlaintext> {
         let expected = self.header.container_len();
-        let actual = src.byte_len().map_err(Error::io("reading the container length"))?;
+        let actual = src
+            .byte_len()
+            .map_err(Error::io("reading the container length"))?;
         if actual < expected {
             return Err(Error::Truncated { expected, actual });
         }
         if actual > expected {
             return Err(Error::TrailingData { expected, actual });
+        }
+        // The chunks are authenticated against `self.header`; a source that
+        // starts with another header is a caller mix-up, reported as such
+        // rather than as a failing chunk 0.
+        let mut on_disk = vec![0u8; self.header.len()];
+        src.read_exact_at(&mut on_disk, 0)
+            .map_err(Error::io("reading the container header"))?;
+        if on_disk != self.header.as_bytes() {
+            return Err(Error::malformed(
+                "container",
+                "its header differs from the one this decryptor was built from",
+            ));
         }
         if out.is_empty() {
             // One empty final chunk: only its tag.
@@ -468,7 +500,10 @@ impl Decryptor {
         }
         let n = self.header.chunk_count();
         let shared = Shared {
-            queue: Mutex::new(out.chunks_mut(self.header.chunk_size() as usize).enumerate()),
+            queue: Mutex::new(
+                out.chunks_mut(self.header.chunk_size() as usize)
+                    .enumerate(),
+            ),
             hash: Mutex::new(HashState {
                 hasher: Some(Sha256::new()),
                 next: 0,
@@ -491,7 +526,10 @@ impl Decryptor {
         match state.hasher {
             Some(h) if state.next == n && state.ready.is_empty() => self.finish(h),
             // Unreachable when no worker failed: every chunk was hashed.
-            _ => Err(Error::malformed("container", "internal: not every chunk was hashed")),
+            _ => Err(Error::malformed(
+                "container",
+                "internal: not every chunk was hashed",
+            )),
         }
     }
 
@@ -541,7 +579,12 @@ impl Decryptor {
 
     /// Reads chunk `i` into `region` (its plaintext length) and decrypts it
     /// there. On failure `region` holds ciphertext only.
-    fn decrypt_chunk_at<S: ChunkSource + ?Sized>(&self, src: &S, i: u64, region: &mut [u8]) -> Result<()> {
+    fn decrypt_chunk_at<S: ChunkSource + ?Sized>(
+        &self,
+        src: &S,
+        i: u64,
+        region: &mut [u8],
+    ) -> Result<()> {
         let off = self.header.chunk_offset(i);
         src.read_exact_at(region, off)
             .map_err(Error::io("reading a chunk"))?;
@@ -549,7 +592,10 @@ impl Decryptor {
         src.read_exact_at(&mut tag, off + region.len() as u64)
             .map_err(Error::io("reading a chunk"))?;
         let nonce = self.cipher.chunk_nonce(i, self.header.chunk_count())?;
-        if self.cipher.open(&nonce, self.header.as_bytes(), region, &tag) {
+        if self
+            .cipher
+            .open(&nonce, self.header.as_bytes(), region, &tag)
+        {
             Ok(())
         } else {
             Err(self.diagnose(i, region, &tag))
@@ -573,7 +619,10 @@ impl Decryptor {
                 continue;
             };
             scratch.copy_from_slice(ciphertext);
-            if self.cipher.open(&nonce, self.header.as_bytes(), &mut scratch, tag) {
+            if self
+                .cipher
+                .open(&nonce, self.header.as_bytes(), &mut scratch, tag)
+            {
                 return Error::ChunkReordered {
                     position: i,
                     belongs_at: j,
@@ -602,7 +651,11 @@ impl Decryptor {
     /// verified; the digest is checked after the last one, so on error the
     /// caller must discard what was written (the CLI writes to a temporary
     /// file that it removes).
-    pub fn decrypt_stream<R: Read, W: Write>(&self, mut reader: R, mut writer: W) -> Result<VerifiedPlaintext> {
+    pub fn decrypt_stream<R: Read, W: Write>(
+        &self,
+        mut reader: R,
+        mut writer: W,
+    ) -> Result<VerifiedPlaintext> {
         let n = self.header.chunk_count();
         let expected = self.header.container_len();
         let mut buf = Zeroizing::new(vec![0u8; self.header.chunk_size() as usize + TAG_LEN]);
@@ -611,7 +664,8 @@ impl Decryptor {
         for i in 0..n {
             let len = self.header.chunk_plain_len(i);
             let want = len + TAG_LEN;
-            let got = read_up_to(&mut reader, &mut buf[..want]).map_err(Error::io("reading the container"))?;
+            let got = read_up_to(&mut reader, &mut buf[..want])
+                .map_err(Error::io("reading the container"))?;
             consumed += got as u64;
             if got < want {
                 return Err(Error::Truncated {
@@ -623,11 +677,16 @@ impl Decryptor {
             let mut tag = [0u8; TAG_LEN];
             tag.copy_from_slice(rest);
             let nonce = self.cipher.chunk_nonce(i, n)?;
-            if !self.cipher.open(&nonce, self.header.as_bytes(), chunk, &tag) {
+            if !self
+                .cipher
+                .open(&nonce, self.header.as_bytes(), chunk, &tag)
+            {
                 return Err(self.diagnose(i, chunk, &tag));
             }
             hasher.update(&*chunk);
-            writer.write_all(chunk).map_err(Error::io("writing the plaintext"))?;
+            writer
+                .write_all(chunk)
+                .map_err(Error::io("writing the plaintext"))?;
         }
         let mut probe = [0u8; 1];
         if read_up_to(&mut reader, &mut probe).map_err(Error::io("reading the container"))? != 0 {

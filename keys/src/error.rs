@@ -108,7 +108,9 @@ pub enum Error {
 
     /// Every chunk authenticated but the plaintext's SHA-256 differs from
     /// the header's. Only a faulty or malicious encryptor produces this.
-    #[error("plaintext SHA-256 mismatch: header says {expected}, decrypted data hashes to {actual}")]
+    #[error(
+        "plaintext SHA-256 mismatch: header says {expected}, decrypted data hashes to {actual}"
+    )]
     DigestMismatch {
         /// Hex digest from the header.
         expected: String,

@@ -307,7 +307,8 @@ impl Header {
         if reserved != 0 {
             return Err(Error::malformed(WHAT, "reserved byte is not zero"));
         }
-        let chunk_size = ChunkSize::new(r.u32()?).map_err(|e| Error::malformed(WHAT, e.to_string()))?;
+        let chunk_size =
+            ChunkSize::new(r.u32()?).map_err(|e| Error::malformed(WHAT, e.to_string()))?;
         let plaintext_len = r.u64()?;
         if plaintext_len.div_ceil(u64::from(chunk_size.get())) > MAX_CHUNKS {
             return Err(Error::malformed(WHAT, "more than 2^32 chunks"));
@@ -355,7 +356,7 @@ impl Header {
             });
         }
         let len = usize::from(u16::from_be_bytes([buf[10], buf[11]]));
-        if len > MAX_HEADER_LEN || len < 12 {
+        if !(12..=MAX_HEADER_LEN).contains(&len) {
             return Header::parse(&buf);
         }
         buf.resize(len, 0);
@@ -380,10 +381,14 @@ impl Header {
         if plaintext_len.div_ceil(u64::from(chunk_size.get())) > MAX_CHUNKS {
             return Err(Error::invalid(
                 "plaintext length",
-                format!("{plaintext_len} bytes need more than 2^32 chunks of {}", chunk_size.get()),
+                format!(
+                    "{plaintext_len} bytes need more than 2^32 chunks of {}",
+                    chunk_size.get()
+                ),
             ));
         }
-        let total = FIXED_LEN + 1 + key_id.0.len() + 2 + name.0.len() + 2 + license.0.len() + TAG_LEN;
+        let total =
+            FIXED_LEN + 1 + key_id.0.len() + 2 + name.0.len() + 2 + license.0.len() + TAG_LEN;
         debug_assert!(total <= MAX_HEADER_LEN);
         let mut b = Vec::with_capacity(total);
         b.extend_from_slice(&MAGIC);
@@ -521,7 +526,12 @@ impl<'a> Cursor<'a> {
             .pos
             .checked_add(n)
             .filter(|&e| e <= self.buf.len())
-            .ok_or_else(|| Error::malformed(WHAT, format!("field at offset {} runs past the header", self.pos)))?;
+            .ok_or_else(|| {
+                Error::malformed(
+                    WHAT,
+                    format!("field at offset {} runs past the header", self.pos),
+                )
+            })?;
         let s = &self.buf[self.pos..end];
         self.pos = end;
         Ok(s)
@@ -546,7 +556,10 @@ impl<'a> Cursor<'a> {
     fn text(&mut self) -> Result<MetadataText> {
         let n = usize::from(self.u16()?);
         if n > MAX_METADATA_LEN {
-            return Err(Error::malformed(WHAT, format!("metadata field of {n} bytes")));
+            return Err(Error::malformed(
+                WHAT,
+                format!("metadata field of {n} bytes"),
+            ));
         }
         let s = std::str::from_utf8(self.take(n)?)
             .map_err(|_| Error::malformed(WHAT, "metadata is not UTF-8"))?;
@@ -570,7 +583,10 @@ mod tests {
 
     #[test]
     fn sniff_formats() {
-        assert_eq!(ModelFormat::sniff(b"GGUF\x03\0\0\0"), Some(ModelFormat::Gguf));
+        assert_eq!(
+            ModelFormat::sniff(b"GGUF\x03\0\0\0"),
+            Some(ModelFormat::Gguf)
+        );
         let mut st = 20u64.to_le_bytes().to_vec();
         st.extend_from_slice(b"{\"__metadata__\":{}}");
         assert_eq!(ModelFormat::sniff(&st), Some(ModelFormat::Safetensors));

@@ -36,18 +36,20 @@ mod kek;
 mod transport;
 
 pub use container::{
-    encrypt, encrypt_with_fixed_nonce_prefix_for_test_vectors, ChunkSource, Decryptor, EncryptParams,
-    PlaintextInfo, VerifiedPlaintext,
+    ChunkSource, Decryptor, EncryptParams, PlaintextInfo, VerifiedPlaintext, encrypt,
+    encrypt_with_fixed_nonce_prefix_for_test_vectors,
 };
-pub use datakey::{DataKey, DATA_KEY_LEN};
+pub use datakey::{DATA_KEY_LEN, DataKey};
 pub use error::{Error, Result};
 pub use header::{
-    ChunkSize, Header, KeyId, MetadataText, ModelFormat, DEFAULT_CHUNK_SIZE, MAGIC, MAX_CHUNK_SIZE,
-    MAX_HEADER_LEN, MAX_KEY_ID_LEN, MAX_METADATA_LEN, MIN_CHUNK_SIZE, NONCE_PREFIX_LEN, TAG_LEN,
-    VERSION,
+    ChunkSize, DEFAULT_CHUNK_SIZE, Header, KeyId, MAGIC, MAX_CHUNK_SIZE, MAX_HEADER_LEN,
+    MAX_KEY_ID_LEN, MAX_METADATA_LEN, MIN_CHUNK_SIZE, MetadataText, ModelFormat, NONCE_PREFIX_LEN,
+    TAG_LEN, VERSION,
 };
 pub use kek::{
-    unwrap_for_container, FileKek, Kek, KekAttributes, KekKind, KekRef, Pkcs11Kek, Pkcs11Uri, WrappedKey,
-    PIN_ENV, WRAPPED_MAGIC, WRAPPED_VERSION,
+    FileKek, Kek, KekAttributes, KekKind, KekRef, PIN_ENV, Pkcs11Kek, Pkcs11Uri, WRAPPED_MAGIC,
+    WRAPPED_VERSION, WrappedKey, unwrap_for_container,
 };
-pub use transport::{open_from_hpke, seal_to_hpke, HpkeKeyPair, SealedDataKey, HPKE_PUBLIC_KEY_LEN};
+pub use transport::{
+    HPKE_PUBLIC_KEY_LEN, HpkeKeyPair, SealedDataKey, open_from_hpke, seal_to_hpke,
+};

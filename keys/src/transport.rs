@@ -14,7 +14,7 @@ use hpke::kem::X25519HkdfSha256;
 use hpke::{Deserializable, Kem as _, OpModeR, OpModeS, Serializable};
 use zeroize::Zeroizing;
 
-use crate::datakey::{DataKey, DATA_KEY_LEN};
+use crate::datakey::{DATA_KEY_LEN, DataKey};
 use crate::error::{Error, Result};
 use crate::header::KeyId;
 
@@ -95,7 +95,11 @@ pub fn seal_to_hpke(
 }
 
 /// Opens a data key sealed to `recipient` for `key_id`.
-pub fn open_from_hpke(recipient: &HpkeKeyPair, key_id: &KeyId, sealed: &SealedDataKey) -> Result<DataKey> {
+pub fn open_from_hpke(
+    recipient: &HpkeKeyPair,
+    key_id: &KeyId,
+    sealed: &SealedDataKey,
+) -> Result<DataKey> {
     let hpke_err = |e: hpke::HpkeError| Error::Hpke {
         operation: "open",
         reason: e.to_string(),
@@ -114,7 +118,10 @@ pub fn open_from_hpke(recipient: &HpkeKeyPair, key_id: &KeyId, sealed: &SealedDa
     );
     DataKey::from_slice(&plain).ok_or_else(|| Error::Hpke {
         operation: "open",
-        reason: format!("plaintext is {} bytes, a data key is {DATA_KEY_LEN}", plain.len()),
+        reason: format!(
+            "plaintext is {} bytes, a data key is {DATA_KEY_LEN}",
+            plain.len()
+        ),
     })
 }
 

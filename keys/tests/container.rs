@@ -6,8 +6,8 @@ use std::num::NonZeroUsize;
 use std::path::PathBuf;
 
 use confidant_keys::{
-    encrypt, encrypt_with_fixed_nonce_prefix_for_test_vectors, ChunkSize, DataKey, Decryptor, EncryptParams,
-    Error, Header, KeyId, MetadataText, ModelFormat, PlaintextInfo, TAG_LEN,
+    ChunkSize, DataKey, Decryptor, EncryptParams, Error, Header, KeyId, MetadataText, ModelFormat,
+    PlaintextInfo, TAG_LEN, encrypt, encrypt_with_fixed_nonce_prefix_for_test_vectors,
 };
 
 const CS: u32 = 4096;
@@ -24,12 +24,21 @@ fn params(chunk: u32) -> EncryptParams {
 
 /// Deterministic, non-repeating plaintext.
 fn plaintext(len: usize) -> Vec<u8> {
-    (0..len).map(|i| (i.wrapping_mul(31) ^ (i >> 8)) as u8).collect()
+    (0..len)
+        .map(|i| (i.wrapping_mul(31) ^ (i >> 8)) as u8)
+        .collect()
 }
 
 fn seal(key: &DataKey, plain: &[u8], chunk: u32) -> Vec<u8> {
     let mut out = Vec::new();
-    encrypt(key, &params(chunk), &PlaintextInfo::of(plain), plain, &mut out).unwrap();
+    encrypt(
+        key,
+        &params(chunk),
+        &PlaintextInfo::of(plain),
+        plain,
+        &mut out,
+    )
+    .unwrap();
     out
 }
 
@@ -87,7 +96,11 @@ fn round_trips_across_sizes_and_thread_counts() {
         assert_eq!(h.container_len(), c.len() as u64);
         assert_eq!(h.plaintext_len(), len as u64);
         for n in [1, 2, 3, 8] {
-            assert_eq!(open_into(&c, &key, n).unwrap(), plain, "len {len} threads {n}");
+            assert_eq!(
+                open_into(&c, &key, n).unwrap(),
+                plain,
+                "len {len} threads {n}"
+            );
         }
         let (res, written) = open_stream(&c, &key);
         res.unwrap();
@@ -125,9 +138,18 @@ fn test_vector() {
         chunk_size: ChunkSize::new(4096).unwrap(),
     };
     let mut out = Vec::new();
-    encrypt_with_fixed_nonce_prefix_for_test_vectors(&key, &p, &PlaintextInfo::of(plain), prefix, &plain[..], &mut out)
-        .unwrap();
-    let expected = include_str!("vector.hex").split_whitespace().collect::<String>();
+    encrypt_with_fixed_nonce_prefix_for_test_vectors(
+        &key,
+        &p,
+        &PlaintextInfo::of(plain),
+        prefix,
+        &plain[..],
+        &mut out,
+    )
+    .unwrap();
+    let expected = include_str!("vector.hex")
+        .split_whitespace()
+        .collect::<String>();
     assert_eq!(hex::encode(&out), expected);
     assert_eq!(open_into(&out, &key, 1).unwrap(), plain);
 }
@@ -137,7 +159,9 @@ fn wrong_key_is_wrong_key() {
     let key = DataKey::generate().unwrap();
     let c = seal(&key, &plaintext(9000), CS);
     let other = DataKey::generate().unwrap();
-    assert!(matches!(open_into(&c, &other, 2), Err(Error::WrongKey { key_id }) if key_id == "test-model"));
+    assert!(
+        matches!(open_into(&c, &other, 2), Err(Error::WrongKey { key_id }) if key_id == "test-model")
+    );
 }
 
 #[test]
@@ -164,19 +188,31 @@ fn header_edits_fail_header_authentication() {
         assert_ne!(t[at], byte, "edit at {at} must change the byte");
         t[at] = byte;
         let got = open_into(&t, &key, 2);
-        assert!(matches!(got, Err(Error::HeaderAuth)), "edit at {at}: {got:?}");
+        assert!(
+            matches!(got, Err(Error::HeaderAuth)),
+            "edit at {at}: {got:?}"
+        );
     }
     // Editing the key commitment itself reads as a wrong key.
     let mut t = c.clone();
     t[70] ^= 1;
-    assert!(matches!(open_into(&t, &key, 1), Err(Error::WrongKey { .. })));
+    assert!(matches!(
+        open_into(&t, &key, 1),
+        Err(Error::WrongKey { .. })
+    ));
     // Structural edits are parse errors.
     let mut t = c.clone();
     t[0] = b'X';
-    assert!(matches!(open_into(&t, &key, 1), Err(Error::BadMagic { .. })));
+    assert!(matches!(
+        open_into(&t, &key, 1),
+        Err(Error::BadMagic { .. })
+    ));
     let mut t = c.clone();
     t[9] = 2;
-    assert!(matches!(open_into(&t, &key, 1), Err(Error::UnsupportedVersion { found: 2, .. })));
+    assert!(matches!(
+        open_into(&t, &key, 1),
+        Err(Error::UnsupportedVersion { found: 2, .. })
+    ));
 }
 
 #[test]
@@ -194,9 +230,15 @@ fn truncation_is_detected() {
             "cut {cut}: {got:?}"
         );
         let (res, _) = open_stream(t, &key);
-        assert!(matches!(res, Err(Error::Truncated { .. })), "stream cut {cut}: {res:?}");
+        assert!(
+            matches!(res, Err(Error::Truncated { .. })),
+            "stream cut {cut}: {res:?}"
+        );
     }
-    assert!(matches!(Header::parse(&c[..50]), Err(Error::Malformed { .. })));
+    assert!(matches!(
+        Header::parse(&c[..50]),
+        Err(Error::Malformed { .. })
+    ));
 }
 
 #[test]
@@ -204,8 +246,14 @@ fn trailing_data_is_detected() {
     let key = DataKey::generate().unwrap();
     let mut c = seal(&key, &plaintext(5000), CS);
     c.extend_from_slice(b"extra");
-    assert!(matches!(open_into(&c, &key, 2), Err(Error::TrailingData { .. })));
-    assert!(matches!(open_stream(&c, &key).0, Err(Error::TrailingData { .. })));
+    assert!(matches!(
+        open_into(&c, &key, 2),
+        Err(Error::TrailingData { .. })
+    ));
+    assert!(matches!(
+        open_stream(&c, &key).0,
+        Err(Error::TrailingData { .. })
+    ));
 }
 
 #[test]
@@ -246,8 +294,14 @@ fn spliced_chunks_fail_authentication() {
     let r = chunk_range(&a, 1, len, 4096);
     let mut t = a.clone();
     t[r.clone()].copy_from_slice(&b[r]);
-    assert!(matches!(open_into(&t, &key, 2), Err(Error::ChunkAuth { index: 1 })));
-    assert!(matches!(open_stream(&t, &key).0, Err(Error::ChunkAuth { index: 1 })));
+    assert!(matches!(
+        open_into(&t, &key, 2),
+        Err(Error::ChunkAuth { index: 1 })
+    ));
+    assert!(matches!(
+        open_stream(&t, &key).0,
+        Err(Error::ChunkAuth { index: 1 })
+    ));
 }
 
 #[test]
@@ -256,11 +310,18 @@ fn modified_chunks_fail_authentication() {
     let len = 3 * 4096 + 10;
     let c = seal(&key, &plaintext(len), CS);
     let last = chunk_range(&c, 3, len, 4096);
-    for at in [chunk_range(&c, 0, len, 4096).start, chunk_range(&c, 2, len, 4096).end - 1, last.end - 1] {
+    for at in [
+        chunk_range(&c, 0, len, 4096).start,
+        chunk_range(&c, 2, len, 4096).end - 1,
+        last.end - 1,
+    ] {
         let mut t = c.clone();
         t[at] ^= 0x80;
         let got = open_into(&t, &key, 3);
-        assert!(matches!(got, Err(Error::ChunkAuth { .. })), "flip at {at}: {got:?}");
+        assert!(
+            matches!(got, Err(Error::ChunkAuth { .. })),
+            "flip at {at}: {got:?}"
+        );
     }
 }
 
@@ -290,7 +351,10 @@ fn no_plaintext_of_a_failing_chunk_reaches_the_caller() {
     let mut r = &t[..];
     let d = Decryptor::new(Header::read_from(&mut r).unwrap(), &key).unwrap();
     let mut rec = Recorder(Vec::new());
-    assert!(matches!(d.decrypt_stream(r, &mut rec), Err(Error::ChunkAuth { index: 2 })));
+    assert!(matches!(
+        d.decrypt_stream(r, &mut rec),
+        Err(Error::ChunkAuth { index: 2 })
+    ));
     assert_eq!(rec.0, plain[..2 * 4096], "only chunks 0 and 1 were written");
 
     for n in [1, 2, 4] {
@@ -314,9 +378,15 @@ fn digest_is_checked_before_success() {
     let err = encrypt(&key, &params(CS), &info, &plain[..], &mut c).unwrap_err();
     assert!(matches!(err, Error::InputChanged { .. }));
     for n in [1, 3] {
-        assert!(matches!(open_into(&c, &key, n), Err(Error::DigestMismatch { .. })));
+        assert!(matches!(
+            open_into(&c, &key, n),
+            Err(Error::DigestMismatch { .. })
+        ));
     }
-    assert!(matches!(open_stream(&c, &key).0, Err(Error::DigestMismatch { .. })));
+    assert!(matches!(
+        open_stream(&c, &key).0,
+        Err(Error::DigestMismatch { .. })
+    ));
 }
 
 #[test]
@@ -340,7 +410,10 @@ fn output_buffer_must_have_plaintext_length() {
     let mut out = vec![7u8; 4999];
     assert!(matches!(
         d.decrypt_into(&c[..], &mut out, threads(1)),
-        Err(Error::OutputLength { expected: 5000, actual: 4999 })
+        Err(Error::OutputLength {
+            expected: 5000,
+            actual: 4999
+        })
     ));
 }
 
@@ -360,7 +433,9 @@ fn bounds_are_enforced() {
 #[test]
 fn real_model_round_trip() {
     let Some(path) = model_path() else {
-        eprintln!("SKIPPED real_model_round_trip: no model (set CONFIDANT_MODEL or run scripts/fetch-model)");
+        eprintln!(
+            "SKIPPED real_model_round_trip: no model (set CONFIDANT_MODEL or run scripts/fetch-model)"
+        );
         return;
     };
     let plain = std::fs::read(&path).unwrap();
@@ -370,7 +445,14 @@ fn real_model_round_trip() {
     let info = PlaintextInfo::of(&plain);
     let mut p = params(confidant_keys::DEFAULT_CHUNK_SIZE);
     p.format = ModelFormat::sniff(&plain).expect("default model is GGUF");
-    encrypt(&key, &p, &info, &plain[..], std::io::BufWriter::new(std::fs::File::create(&cpath).unwrap())).unwrap();
+    encrypt(
+        &key,
+        &p,
+        &info,
+        &plain[..],
+        std::io::BufWriter::new(std::fs::File::create(&cpath).unwrap()),
+    )
+    .unwrap();
 
     let file = std::fs::File::open(&cpath).unwrap();
     let header = Header::read_from(&mut &file).unwrap();
@@ -390,7 +472,10 @@ fn model_path() -> Option<PathBuf> {
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/fetch-model");
     let out = std::process::Command::new(script).output().ok()?;
     if !out.status.success() {
-        eprintln!("fetch-model failed: {}", String::from_utf8_lossy(&out.stderr));
+        eprintln!(
+            "fetch-model failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         return None;
     }
     let stdout = String::from_utf8(out.stdout).ok()?;

@@ -3,8 +3,8 @@
 use std::os::unix::fs::PermissionsExt;
 
 use confidant_keys::{
-    encrypt, unwrap_for_container, DataKey, Decryptor, EncryptParams, Error, FileKek, Header, Kek, KekKind, KeyId,
-    ModelFormat, PlaintextInfo, WrappedKey,
+    DataKey, Decryptor, EncryptParams, Error, FileKek, Header, Kek, KekKind, KeyId, ModelFormat,
+    PlaintextInfo, WrappedKey, encrypt, unwrap_for_container,
 };
 
 #[test]
@@ -42,8 +42,14 @@ fn wrapped_key_round_trip_through_a_file_and_a_container() {
     let id = KeyId::new("smollm2-135m").unwrap();
     let plain = b"GGUF pretend weights".repeat(1000);
     let mut container = Vec::new();
-    encrypt(&key, &EncryptParams::new(id.clone(), ModelFormat::Gguf), &PlaintextInfo::of(&plain), &plain[..], &mut container)
-        .unwrap();
+    encrypt(
+        &key,
+        &EncryptParams::new(id.clone(), ModelFormat::Gguf),
+        &PlaintextInfo::of(&plain),
+        &plain[..],
+        &mut container,
+    )
+    .unwrap();
     let wrapped = kek.wrap(&id, &key).unwrap();
     let wpath = dir.path().join("m.cmdl.key");
     wrapped.write_new_file(&wpath).unwrap();
@@ -58,7 +64,8 @@ fn wrapped_key_round_trip_through_a_file_and_a_container() {
     let unwrapped = unwrap_for_container(&kek, &wrapped, &header).unwrap();
     let d = Decryptor::new(header, &unwrapped).unwrap();
     let mut out = vec![0u8; plain.len()];
-    d.decrypt_into(&container[..], &mut out, std::num::NonZeroUsize::MIN).unwrap();
+    d.decrypt_into(&container[..], &mut out, std::num::NonZeroUsize::MIN)
+        .unwrap();
     assert_eq!(out, plain);
 }
 
@@ -78,7 +85,10 @@ fn wrapped_key_failures_are_distinct() {
     // Sealed bytes modified.
     let mut t = bytes.clone();
     *t.last_mut().unwrap() ^= 1;
-    assert!(matches!(kek.unwrap(&WrappedKey::parse(&t).unwrap()), Err(Error::WrappedKeyAuth)));
+    assert!(matches!(
+        kek.unwrap(&WrappedKey::parse(&t).unwrap()),
+        Err(Error::WrappedKeyAuth)
+    ));
 
     // Key id rewritten in the file: the id is associated data.
     let mut t = bytes.clone();
@@ -91,8 +101,14 @@ fn wrapped_key_failures_are_distinct() {
     // Used for another container's key id.
     let mut container = Vec::new();
     let other_id = KeyId::new("model-b").unwrap();
-    encrypt(&key, &EncryptParams::new(other_id, ModelFormat::Gguf), &PlaintextInfo::of(b"x"), &b"x"[..], &mut container)
-        .unwrap();
+    encrypt(
+        &key,
+        &EncryptParams::new(other_id, ModelFormat::Gguf),
+        &PlaintextInfo::of(b"x"),
+        &b"x"[..],
+        &mut container,
+    )
+    .unwrap();
     let header = Header::parse(&container).unwrap();
     assert!(matches!(
         unwrap_for_container(&kek, &WrappedKey::parse(&bytes).unwrap(), &header),
@@ -102,7 +118,16 @@ fn wrapped_key_failures_are_distinct() {
     // Structure.
     let mut t = bytes.clone();
     t.push(0);
-    assert!(matches!(WrappedKey::parse(&t), Err(Error::Malformed { .. })));
-    assert!(matches!(WrappedKey::parse(&bytes[..20]), Err(Error::Malformed { .. })));
-    assert!(matches!(WrappedKey::parse(b"nonsense-bytes"), Err(Error::BadMagic { .. })));
+    assert!(matches!(
+        WrappedKey::parse(&t),
+        Err(Error::Malformed { .. })
+    ));
+    assert!(matches!(
+        WrappedKey::parse(&bytes[..20]),
+        Err(Error::Malformed { .. })
+    ));
+    assert!(matches!(
+        WrappedKey::parse(b"nonsense-bytes"),
+        Err(Error::BadMagic { .. })
+    ));
 }

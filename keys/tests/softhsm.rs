@@ -10,8 +10,8 @@ use std::path::Path;
 use std::process::Command;
 
 use confidant_keys::{
-    encrypt, unwrap_for_container, DataKey, Decryptor, EncryptParams, Error, Header, Kek, KekKind, KekRef, KeyId,
-    ModelFormat, Pkcs11Kek, Pkcs11Uri, PlaintextInfo, WrappedKey,
+    DataKey, Decryptor, EncryptParams, Error, Header, Kek, KekKind, KekRef, KeyId, ModelFormat,
+    Pkcs11Kek, Pkcs11Uri, PlaintextInfo, WrappedKey, encrypt, unwrap_for_container,
 };
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
 use cryptoki::error::{Error as CkError, RvError};
@@ -25,7 +25,11 @@ const TOKEN: &str = "confidant-test";
 const PIN: &str = "1234";
 
 fn uri(object: &str, pin: bool) -> String {
-    let pin = if pin { format!("&pin-value={PIN}") } else { String::new() };
+    let pin = if pin {
+        format!("&pin-value={PIN}")
+    } else {
+        String::new()
+    };
     format!("pkcs11:token={TOKEN};object={object}?module-path={MODULE}{pin}")
 }
 
@@ -35,7 +39,9 @@ fn softhsm2_kek_wraps_and_unwraps_inside_the_token() {
         return child();
     }
     if !Path::new(MODULE).exists() {
-        eprintln!("SKIPPED softhsm2 test: {MODULE} is missing (apt-get install softhsm2; scripts/deps/keys.sh)");
+        eprintln!(
+            "SKIPPED softhsm2 test: {MODULE} is missing (apt-get install softhsm2; scripts/deps/keys.sh)"
+        );
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -50,20 +56,42 @@ fn softhsm2_kek_wraps_and_unwraps_inside_the_token() {
     )
     .unwrap();
     let init = Command::new("softhsm2-util")
-        .args(["--init-token", "--free", "--label", TOKEN, "--pin", PIN, "--so-pin", "5678"])
+        .args([
+            "--init-token",
+            "--free",
+            "--label",
+            TOKEN,
+            "--pin",
+            PIN,
+            "--so-pin",
+            "5678",
+        ])
         .env("SOFTHSM2_CONF", &conf)
         .output()
         .expect("softhsm2-util runs");
-    assert!(init.status.success(), "init-token: {}", String::from_utf8_lossy(&init.stderr));
+    assert!(
+        init.status.success(),
+        "init-token: {}",
+        String::from_utf8_lossy(&init.stderr)
+    );
 
     let out = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "softhsm2_kek_wraps_and_unwraps_inside_the_token", "--nocapture", "--test-threads=1"])
+        .args([
+            "--exact",
+            "softhsm2_kek_wraps_and_unwraps_inside_the_token",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env("SOFTHSM2_CONF", &conf)
         .env("CONFIDANT_SOFTHSM_CHILD", "1")
         .env("CONFIDANT_PKCS11_PIN", PIN)
         .output()
         .unwrap();
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(out.status.success(), "child failed:\n{text}");
     assert!(text.contains("1 passed"), "child ran no test:\n{text}");
 }
@@ -76,7 +104,13 @@ fn child() {
     assert!(!attrs.extractable);
     assert!(attrs.never_extractable);
     assert_eq!(kek.kek_id().len(), 16);
-    assert!(matches!(Pkcs11Kek::generate(&u).map(|_| ()), Err(Error::Pkcs11Object { .. })), "no second KEK with that label");
+    assert!(
+        matches!(
+            Pkcs11Kek::generate(&u).map(|_| ()),
+            Err(Error::Pkcs11Object { .. })
+        ),
+        "no second KEK with that label"
+    );
 
     independent_attribute_check();
 
@@ -85,8 +119,14 @@ fn child() {
     let id = KeyId::new("hsm-model").unwrap();
     let plain = b"safetensors? no, GGUF".repeat(5000);
     let mut container = Vec::new();
-    encrypt(&key, &EncryptParams::new(id.clone(), ModelFormat::Gguf), &PlaintextInfo::of(&plain), &plain[..], &mut container)
-        .unwrap();
+    encrypt(
+        &key,
+        &EncryptParams::new(id.clone(), ModelFormat::Gguf),
+        &PlaintextInfo::of(&plain),
+        &plain[..],
+        &mut container,
+    )
+    .unwrap();
     let wrapped = kek.wrap(&id, &key).unwrap();
     assert_eq!(wrapped.kind(), KekKind::Pkcs11);
     drop(kek);
@@ -99,7 +139,12 @@ fn child() {
     let unwrapped = unwrap_for_container(kek.as_ref(), &wrapped, &header).unwrap();
     let d = Decryptor::new(header, &unwrapped).unwrap();
     let mut out = vec![0u8; plain.len()];
-    d.decrypt_into(&container[..], &mut out, std::num::NonZeroUsize::new(2).unwrap()).unwrap();
+    d.decrypt_into(
+        &container[..],
+        &mut out,
+        std::num::NonZeroUsize::new(2).unwrap(),
+    )
+    .unwrap();
     assert_eq!(out, plain);
 
     // Tampered wrapping: the token's GCM check fails.
@@ -117,10 +162,16 @@ fn child() {
         .unwrap();
     assert!(Pkcs11Kek::open(&typed).is_ok());
     let missing: Pkcs11Uri = uri("no-such-kek", true).parse().unwrap();
-    assert!(matches!(Pkcs11Kek::open(&missing).map(|_| ()), Err(Error::Pkcs11Object { .. })));
+    assert!(matches!(
+        Pkcs11Kek::open(&missing).map(|_| ()),
+        Err(Error::Pkcs11Object { .. })
+    ));
     let weak: Pkcs11Uri = uri("weak-kek", true).parse().unwrap();
     let got = Pkcs11Kek::open(&weak).map(|_| ());
-    assert!(matches!(got, Err(Error::Pkcs11Object { ref reason }) if reason.contains("extractable")), "{got:?}");
+    assert!(
+        matches!(got, Err(Error::Pkcs11Object { ref reason }) if reason.contains("extractable")),
+        "{got:?}"
+    );
     println!("softhsm2 child: all checks passed");
 }
 
@@ -144,18 +195,38 @@ fn independent_attribute_check() {
         Err(e) => panic!("C_Login: {e}"),
     }
     let found = session
-        .find_objects(&[Attribute::Class(ObjectClass::SECRET_KEY), Attribute::Label(b"model-kek".to_vec())])
+        .find_objects(&[
+            Attribute::Class(ObjectClass::SECRET_KEY),
+            Attribute::Label(b"model-kek".to_vec()),
+        ])
         .unwrap();
     assert_eq!(found.len(), 1);
     let attrs = session
-        .get_attributes(found[0], &[AttributeType::Extractable, AttributeType::NeverExtractable, AttributeType::Token])
+        .get_attributes(
+            found[0],
+            &[
+                AttributeType::Extractable,
+                AttributeType::NeverExtractable,
+                AttributeType::Token,
+            ],
+        )
         .unwrap();
     assert!(attrs.contains(&Attribute::Extractable(false)), "{attrs:?}");
-    assert!(attrs.contains(&Attribute::NeverExtractable(true)), "{attrs:?}");
+    assert!(
+        attrs.contains(&Attribute::NeverExtractable(true)),
+        "{attrs:?}"
+    );
     assert!(attrs.contains(&Attribute::Token(true)), "{attrs:?}");
     // The value cannot be read out.
-    let value = session.get_attributes(found[0], &[AttributeType::Value]).unwrap();
-    assert!(!value.iter().any(|a| matches!(a, Attribute::Value(v) if !v.is_empty())), "KEK value readable");
+    let value = session
+        .get_attributes(found[0], &[AttributeType::Value])
+        .unwrap();
+    assert!(
+        !value
+            .iter()
+            .any(|a| matches!(a, Attribute::Value(v) if !v.is_empty())),
+        "KEK value readable"
+    );
 
     session
         .generate_key(

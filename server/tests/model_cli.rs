@@ -28,7 +28,11 @@ fn ok(out: &Output) -> String {
 }
 
 fn failed(out: &Output) -> String {
-    assert!(!out.status.success(), "unexpected success: {}", String::from_utf8_lossy(&out.stdout));
+    assert!(
+        !out.status.success(),
+        "unexpected success: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
@@ -56,17 +60,38 @@ fn file_kek_encrypt_inspect_decrypt_and_tamper() {
     let kek = d.join("owner.kek");
     let kek_s = kek.to_str().unwrap();
     ok(&run(&["kek", "generate", "--out", kek_s], &[]));
-    assert_eq!(std::fs::metadata(&kek).unwrap().permissions().mode() & 0o777, 0o600);
+    assert_eq!(
+        std::fs::metadata(&kek).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
     let before = std::fs::read(&kek).unwrap();
     failed(&run(&["kek", "generate", "--out", kek_s], &[]));
-    assert_eq!(std::fs::read(&kek).unwrap(), before, "kek generate must not overwrite");
+    assert_eq!(
+        std::fs::read(&kek).unwrap(),
+        before,
+        "kek generate must not overwrite"
+    );
 
     let (model, plain) = fake_model(d);
     let cmdl = d.join("model.cmdl");
     let kek_arg = format!("file:{kek_s}");
     let encrypt = [
-        "model", "encrypt", "--in", model.to_str().unwrap(), "--out", cmdl.to_str().unwrap(), "--key-id",
-        "smol-1", "--kek", &kek_arg, "--name", "Fake model", "--license", "Apache-2.0", "--chunk-size", "65536",
+        "model",
+        "encrypt",
+        "--in",
+        model.to_str().unwrap(),
+        "--out",
+        cmdl.to_str().unwrap(),
+        "--key-id",
+        "smol-1",
+        "--kek",
+        &kek_arg,
+        "--name",
+        "Fake model",
+        "--license",
+        "Apache-2.0",
+        "--chunk-size",
+        "65536",
     ];
     ok(&run(&encrypt, &[]));
     assert!(d.join("model.cmdl.key").is_file());
@@ -74,9 +99,15 @@ fn file_kek_encrypt_inspect_decrypt_and_tamper() {
     failed(&run(&encrypt, &[]));
 
     let text = ok(&run(&["model", "inspect", cmdl.to_str().unwrap()], &[]));
-    assert!(text.contains("smol-1") && text.contains("gguf") && text.contains("Fake model"), "{text}");
-    let json: serde_json::Value =
-        serde_json::from_str(&ok(&run(&["model", "inspect", cmdl.to_str().unwrap(), "--json"], &[]))).unwrap();
+    assert!(
+        text.contains("smol-1") && text.contains("gguf") && text.contains("Fake model"),
+        "{text}"
+    );
+    let json: serde_json::Value = serde_json::from_str(&ok(&run(
+        &["model", "inspect", cmdl.to_str().unwrap(), "--json"],
+        &[],
+    )))
+    .unwrap();
     assert_eq!(json["key_id"], "smol-1");
     assert_eq!(json["format"], "gguf");
     assert_eq!(json["license"], "Apache-2.0");
@@ -91,8 +122,16 @@ fn file_kek_encrypt_inspect_decrypt_and_tamper() {
     let dec = |input: &Path, out: &Path| {
         run(
             &[
-                "model", "decrypt", "--in", input.to_str().unwrap(), "--out", out.to_str().unwrap(), "--kek", &kek_arg,
-                "--wrapped-key", d.join("model.cmdl.key").to_str().unwrap(),
+                "model",
+                "decrypt",
+                "--in",
+                input.to_str().unwrap(),
+                "--out",
+                out.to_str().unwrap(),
+                "--kek",
+                &kek_arg,
+                "--wrapped-key",
+                d.join("model.cmdl.key").to_str().unwrap(),
             ],
             &[],
         )
@@ -111,7 +150,11 @@ fn file_kek_encrypt_inspect_decrypt_and_tamper() {
     let err = failed(&dec(&bad, &out2));
     assert!(err.contains("chunk 1 failed authentication"), "{err}");
     assert!(!out2.exists(), "no output after a failed decryption");
-    assert!(leftovers(d).is_empty(), "temp files left: {:?}", leftovers(d));
+    assert!(
+        leftovers(d).is_empty(),
+        "temp files left: {:?}",
+        leftovers(d)
+    );
 
     // Truncated: same.
     let short = d.join("short.cmdl");
@@ -119,16 +162,31 @@ fn file_kek_encrypt_inspect_decrypt_and_tamper() {
     let err = failed(&dec(&short, &out2));
     assert!(err.contains("truncated"), "{err}");
     assert!(!out2.exists());
-    let json: serde_json::Value =
-        serde_json::from_slice(&run(&["model", "inspect", short.to_str().unwrap(), "--json"], &[]).stdout).unwrap();
+    let json: serde_json::Value = serde_json::from_slice(
+        &run(
+            &["model", "inspect", short.to_str().unwrap(), "--json"],
+            &[],
+        )
+        .stdout,
+    )
+    .unwrap();
     assert_eq!(json["length"], "truncated");
 
     // Another KEK: refused before any decryption.
     let other = d.join("other.kek");
-    ok(&run(&["kek", "generate", "--out", other.to_str().unwrap()], &[]));
+    ok(&run(
+        &["kek", "generate", "--out", other.to_str().unwrap()],
+        &[],
+    ));
     let err = failed(&run(
         &[
-            "model", "decrypt", "--in", cmdl.to_str().unwrap(), "--out", out2.to_str().unwrap(), "--kek",
+            "model",
+            "decrypt",
+            "--in",
+            cmdl.to_str().unwrap(),
+            "--out",
+            out2.to_str().unwrap(),
+            "--kek",
             &format!("file:{}", other.display()),
         ],
         &[],
@@ -149,16 +207,35 @@ fn pkcs11_kek_through_the_cli() {
     let conf = d.join("softhsm2.conf");
     std::fs::write(
         &conf,
-        format!("directories.tokendir = {}\nobjectstore.backend = file\nslots.removable = false\n", d.join("tokens").display()),
+        format!(
+            "directories.tokendir = {}\nobjectstore.backend = file\nslots.removable = false\n",
+            d.join("tokens").display()
+        ),
     )
     .unwrap();
     let init = Command::new("softhsm2-util")
-        .args(["--init-token", "--free", "--label", "cli", "--pin", "4321", "--so-pin", "8765"])
+        .args([
+            "--init-token",
+            "--free",
+            "--label",
+            "cli",
+            "--pin",
+            "4321",
+            "--so-pin",
+            "8765",
+        ])
         .env("SOFTHSM2_CONF", &conf)
         .output()
         .unwrap();
-    assert!(init.status.success(), "{}", String::from_utf8_lossy(&init.stderr));
-    let env: [(&str, &Path); 2] = [("SOFTHSM2_CONF", &conf), ("CONFIDANT_PKCS11_PIN", Path::new("4321"))];
+    assert!(
+        init.status.success(),
+        "{}",
+        String::from_utf8_lossy(&init.stderr)
+    );
+    let env: [(&str, &Path); 2] = [
+        ("SOFTHSM2_CONF", &conf),
+        ("CONFIDANT_PKCS11_PIN", Path::new("4321")),
+    ];
     let uri = format!("pkcs11:token=cli;object=owner-kek?module-path={SOFTHSM}");
     let said = ok(&run(&["kek", "generate", "--pkcs11", &uri], &env));
     assert!(said.contains("extractable=false"), "{said}");
@@ -167,12 +244,32 @@ fn pkcs11_kek_through_the_cli() {
     let (model, plain) = fake_model(d);
     let cmdl = d.join("m.cmdl");
     ok(&run(
-        &["model", "encrypt", "--in", model.to_str().unwrap(), "--out", cmdl.to_str().unwrap(), "--key-id", "hsm", "--kek", &uri],
+        &[
+            "model",
+            "encrypt",
+            "--in",
+            model.to_str().unwrap(),
+            "--out",
+            cmdl.to_str().unwrap(),
+            "--key-id",
+            "hsm",
+            "--kek",
+            &uri,
+        ],
         &env,
     ));
     let out = d.join("m.out");
     ok(&run(
-        &["model", "decrypt", "--in", cmdl.to_str().unwrap(), "--out", out.to_str().unwrap(), "--kek", &uri],
+        &[
+            "model",
+            "decrypt",
+            "--in",
+            cmdl.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--kek",
+            &uri,
+        ],
         &env,
     ));
     assert_eq!(std::fs::read(&out).unwrap(), plain);
@@ -180,10 +277,18 @@ fn pkcs11_kek_through_the_cli() {
 
 fn sha256_hex(b: &[u8]) -> String {
     // The CLI's digest is checked against an independent implementation.
-    let out = Command::new("sha256sum").stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).spawn();
+    let out = Command::new("sha256sum")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn();
     let mut child = out.expect("sha256sum available");
     use std::io::Write;
     child.stdin.take().unwrap().write_all(b).unwrap();
     let o = child.wait_with_output().unwrap();
-    String::from_utf8(o.stdout).unwrap().split_whitespace().next().unwrap().to_owned()
+    String::from_utf8(o.stdout)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_owned()
 }

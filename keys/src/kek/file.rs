@@ -11,7 +11,7 @@ use zeroize::Zeroizing;
 
 use super::sealed::KekOps;
 use super::{Kek, KekKind, SEALED_LEN, WRAP_IV_LEN};
-use crate::datakey::{random_secret, DATA_KEY_LEN};
+use crate::datakey::{DATA_KEY_LEN, random_secret};
 use crate::error::{Error, Result};
 
 /// Length of a file KEK.
@@ -83,7 +83,9 @@ impl FileKek {
     /// and one that is not exactly 32 bytes.
     pub fn load(path: &Path) -> Result<Self> {
         let f = std::fs::File::open(path).map_err(Error::io("opening the KEK file"))?;
-        let meta = f.metadata().map_err(Error::io("reading the KEK file metadata"))?;
+        let meta = f
+            .metadata()
+            .map_err(Error::io("reading the KEK file metadata"))?;
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
@@ -98,7 +100,10 @@ impl FileKek {
         if meta.len() != FILE_KEK_LEN as u64 {
             return Err(kek_file_error(
                 path,
-                format!("{} bytes, a KEK file has exactly {FILE_KEK_LEN}", meta.len()),
+                format!(
+                    "{} bytes, a KEK file has exactly {FILE_KEK_LEN}",
+                    meta.len()
+                ),
             ));
         }
         let mut key = Zeroizing::new([0u8; FILE_KEK_LEN]);
@@ -110,7 +115,12 @@ impl FileKek {
 }
 
 impl KekOps for FileKek {
-    fn seal_raw(&self, iv: &[u8; WRAP_IV_LEN], aad: &[u8], key: &[u8; DATA_KEY_LEN]) -> Result<[u8; SEALED_LEN]> {
+    fn seal_raw(
+        &self,
+        iv: &[u8; WRAP_IV_LEN],
+        aad: &[u8],
+        key: &[u8; DATA_KEY_LEN],
+    ) -> Result<[u8; SEALED_LEN]> {
         let mut out = [0u8; SEALED_LEN];
         out[..DATA_KEY_LEN].copy_from_slice(key);
         let tag = self

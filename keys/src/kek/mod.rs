@@ -15,9 +15,9 @@ use std::path::{Path, PathBuf};
 
 pub use file::FileKek;
 pub use pkcs11::{KekAttributes, Pkcs11Kek};
-pub use uri::{Pkcs11Uri, PIN_ENV};
+pub use uri::{PIN_ENV, Pkcs11Uri};
 
-use crate::datakey::{DataKey, DATA_KEY_LEN};
+use crate::datakey::{DATA_KEY_LEN, DataKey};
 use crate::error::{Error, Result};
 use crate::header::{Header, KeyId, MAX_KEY_ID_LEN};
 
@@ -222,7 +222,12 @@ pub(crate) mod sealed {
     /// crate, so raw key bytes never cross the crate boundary and no other
     /// crate can implement [`super::Kek`].
     pub trait KekOps {
-        fn seal_raw(&self, iv: &[u8; WRAP_IV_LEN], aad: &[u8], key: &[u8; DATA_KEY_LEN]) -> Result<[u8; SEALED_LEN]>;
+        fn seal_raw(
+            &self,
+            iv: &[u8; WRAP_IV_LEN],
+            aad: &[u8],
+            key: &[u8; DATA_KEY_LEN],
+        ) -> Result<[u8; SEALED_LEN]>;
         /// `Ok(None)` when authentication fails.
         fn open_raw(
             &self,
@@ -266,7 +271,10 @@ pub trait Kek: sealed::KekOps {
                 given: self.kind().as_str(),
             });
         }
-        if !wrapped.kek_id.is_empty() && !self.kek_id().is_empty() && wrapped.kek_id != self.kek_id() {
+        if !wrapped.kek_id.is_empty()
+            && !self.kek_id().is_empty()
+            && wrapped.kek_id != self.kek_id()
+        {
             return Err(Error::WrongKek {
                 wrapped: hex::encode(&wrapped.kek_id),
                 given: hex::encode(self.kek_id()),
@@ -281,7 +289,11 @@ pub trait Kek: sealed::KekOps {
 
 /// Unwraps the data key of `header`'s container: checks that the wrapped
 /// key is for the container's key id first ([`Error::KeyIdMismatch`]).
-pub fn unwrap_for_container(kek: &dyn Kek, wrapped: &WrappedKey, header: &Header) -> Result<DataKey> {
+pub fn unwrap_for_container(
+    kek: &dyn Kek,
+    wrapped: &WrappedKey,
+    header: &Header,
+) -> Result<DataKey> {
     if wrapped.key_id() != header.key_id() {
         return Err(Error::KeyIdMismatch {
             container: header.key_id().to_string(),

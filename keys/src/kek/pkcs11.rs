@@ -11,8 +11,8 @@ use std::sync::{Mutex, OnceLock};
 
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Function, Pkcs11};
 use cryptoki::error::{Error as CkError, RvError};
-use cryptoki::mechanism::aead::GcmParams;
 use cryptoki::mechanism::Mechanism;
+use cryptoki::mechanism::aead::GcmParams;
 use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHandle};
 use cryptoki::session::{Session, UserType};
 use cryptoki::types::AuthPin;
@@ -21,7 +21,7 @@ use zeroize::Zeroizing;
 use super::sealed::KekOps;
 use super::uri::Pkcs11Uri;
 use super::{Kek, KekKind, SEALED_LEN, WRAP_IV_LEN};
-use crate::datakey::{fill_random, DATA_KEY_LEN};
+use crate::datakey::{DATA_KEY_LEN, fill_random};
 use crate::error::{Error, Result};
 
 /// Length of the `CKA_ID` given to KEKs this crate generates.
@@ -97,15 +97,27 @@ fn login(uri: &Pkcs11Uri, read_write: bool) -> Result<Session> {
         .map_err(Error::pkcs11("C_GetSlotList"))?;
     let mut found = Vec::new();
     for slot in slots {
-        let info = ctx.get_token_info(slot).map_err(Error::pkcs11("C_GetTokenInfo"))?;
+        let info = ctx
+            .get_token_info(slot)
+            .map_err(Error::pkcs11("C_GetTokenInfo"))?;
         if info.label().trim_end() == uri.token {
             found.push(slot);
         }
     }
     let slot = match found.as_slice() {
         [slot] => *slot,
-        [] => return Err(object_error(format!("no initialised token labelled {:?}", uri.token))),
-        _ => return Err(object_error(format!("several tokens labelled {:?}", uri.token))),
+        [] => {
+            return Err(object_error(format!(
+                "no initialised token labelled {:?}",
+                uri.token
+            )));
+        }
+        _ => {
+            return Err(object_error(format!(
+                "several tokens labelled {:?}",
+                uri.token
+            )));
+        }
     };
     let session = if read_write {
         ctx.open_rw_session(slot)
@@ -278,16 +290,25 @@ impl Pkcs11Kek {
 }
 
 impl KekOps for Pkcs11Kek {
-    fn seal_raw(&self, iv: &[u8; WRAP_IV_LEN], aad: &[u8], key: &[u8; DATA_KEY_LEN]) -> Result<[u8; SEALED_LEN]> {
+    fn seal_raw(
+        &self,
+        iv: &[u8; WRAP_IV_LEN],
+        aad: &[u8],
+        key: &[u8; DATA_KEY_LEN],
+    ) -> Result<[u8; SEALED_LEN]> {
         let mut iv = *iv;
-        let params = GcmParams::new(&mut iv, aad, 128.into()).map_err(Error::pkcs11("GCM parameters"))?;
+        let params =
+            GcmParams::new(&mut iv, aad, 128.into()).map_err(Error::pkcs11("GCM parameters"))?;
         let out = self
             .session
             .encrypt(&Mechanism::AesGcm(params), self.key, key)
             .map_err(Error::pkcs11("C_Encrypt"))?;
-        out.as_slice()
-            .try_into()
-            .map_err(|_| object_error(format!("token returned {} bytes for AES-GCM, expected {SEALED_LEN}", out.len())))
+        out.as_slice().try_into().map_err(|_| {
+            object_error(format!(
+                "token returned {} bytes for AES-GCM, expected {SEALED_LEN}",
+                out.len()
+            ))
+        })
     }
 
     fn open_raw(
@@ -297,8 +318,12 @@ impl KekOps for Pkcs11Kek {
         sealed: &[u8; SEALED_LEN],
     ) -> Result<Option<Zeroizing<[u8; DATA_KEY_LEN]>>> {
         let mut iv = *iv;
-        let params = GcmParams::new(&mut iv, aad, 128.into()).map_err(Error::pkcs11("GCM parameters"))?;
-        match self.session.decrypt(&Mechanism::AesGcm(params), self.key, sealed) {
+        let params =
+            GcmParams::new(&mut iv, aad, 128.into()).map_err(Error::pkcs11("GCM parameters"))?;
+        match self
+            .session
+            .decrypt(&Mechanism::AesGcm(params), self.key, sealed)
+        {
             Ok(plain) => {
                 let plain = Zeroizing::new(plain);
                 let mut key = Zeroizing::new([0u8; DATA_KEY_LEN]);
@@ -316,7 +341,9 @@ impl KekOps for Pkcs11Kek {
             // mismatch with CKR_GENERAL_ERROR from C_Decrypt itself (after
             // C_DecryptInit accepted key and parameters), so that counts too.
             Err(CkError::Pkcs11(
-                RvError::EncryptedDataInvalid | RvError::EncryptedDataLenRange | RvError::DataInvalid,
+                RvError::EncryptedDataInvalid
+                | RvError::EncryptedDataLenRange
+                | RvError::DataInvalid,
                 _,
             ))
             | Err(CkError::Pkcs11(RvError::GeneralError, Function::Decrypt)) => Ok(None),

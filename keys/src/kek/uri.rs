@@ -140,9 +140,12 @@ impl std::str::FromStr for Pkcs11Uri {
         }
         let (mut module_path, mut pin) = (None, None);
         for attr in query.split('&').filter(|a| !a.is_empty()) {
-            let (name, value) = attr
-                .split_once('=')
-                .ok_or_else(|| bad(format!("query attribute {name:?} has no '='", name = attr.split('=').next().unwrap_or(""))))?;
+            let (name, value) = attr.split_once('=').ok_or_else(|| {
+                bad(format!(
+                    "query attribute {name:?} has no '='",
+                    name = attr.split('=').next().unwrap_or("")
+                ))
+            })?;
             match name {
                 "module-path" => set_once(
                     &mut module_path,
@@ -157,8 +160,12 @@ impl std::str::FromStr for Pkcs11Uri {
                 other => return Err(bad(format!("unsupported query attribute {other:?}"))),
             }
         }
-        let token = token.filter(|t| !t.is_empty()).ok_or_else(|| bad("token= is required"))?;
-        let object = object.filter(|o| !o.is_empty()).ok_or_else(|| bad("object= is required"))?;
+        let token = token
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| bad("token= is required"))?;
+        let object = object
+            .filter(|o| !o.is_empty())
+            .ok_or_else(|| bad("object= is required"))?;
         let module_path = module_path.ok_or_else(|| bad("module-path= is required"))?;
         if token.len() > 32 {
             return Err(bad("token label longer than 32 bytes"));
@@ -229,9 +236,10 @@ mod tests {
 
     #[test]
     fn parses_the_documented_form() {
-        let u: Pkcs11Uri = format!("pkcs11:token=My%20Token;object=kek?module-path={SOFTHSM}&pin-value=1234")
-            .parse()
-            .unwrap();
+        let u: Pkcs11Uri =
+            format!("pkcs11:token=My%20Token;object=kek?module-path={SOFTHSM}&pin-value=1234")
+                .parse()
+                .unwrap();
         assert_eq!(u.token(), "My Token");
         assert_eq!(u.object(), "kek");
         assert_eq!(u.module_path(), std::path::Path::new(SOFTHSM));
@@ -241,18 +249,20 @@ mod tests {
 
     #[test]
     fn id_is_bytes() {
-        let u: Pkcs11Uri = format!("pkcs11:token=t;object=o;id=%01%ff;type=secret-key?module-path={SOFTHSM}")
-            .parse()
-            .unwrap();
+        let u: Pkcs11Uri =
+            format!("pkcs11:token=t;object=o;id=%01%ff;type=secret-key?module-path={SOFTHSM}")
+                .parse()
+                .unwrap();
         assert_eq!(u.id(), Some(&[1u8, 0xff][..]));
         assert!(!u.has_pin_value());
     }
 
     #[test]
     fn pin_never_printed() {
-        let u: Pkcs11Uri = format!("pkcs11:token=t;object=o?module-path={SOFTHSM}&pin-value=s3cret")
-            .parse()
-            .unwrap();
+        let u: Pkcs11Uri =
+            format!("pkcs11:token=t;object=o?module-path={SOFTHSM}&pin-value=s3cret")
+                .parse()
+                .unwrap();
         let shown = format!("{u} {u:?}");
         assert!(!shown.contains("s3cret"), "{shown}");
         assert!(shown.contains("REDACTED"));

@@ -14,7 +14,12 @@ pub enum KekCmd {
     Generate {
         /// Write a file KEK here (32 random bytes, mode 0600). Refuses to
         /// overwrite an existing file.
-        #[arg(long, value_name = "PATH", required_unless_present = "pkcs11", conflicts_with = "pkcs11")]
+        #[arg(
+            long,
+            value_name = "PATH",
+            required_unless_present = "pkcs11",
+            conflicts_with = "pkcs11"
+        )]
         out: Option<PathBuf>,
         /// Generate the KEK inside the token named by this `pkcs11:` URI
         /// (`pkcs11:token=T;object=O?module-path=/path/to/module.so`; PIN in
@@ -27,15 +32,20 @@ pub enum KekCmd {
 /// Runs a `kek` subcommand.
 pub fn run(cmd: KekCmd) -> anyhow::Result<ExitCode> {
     match cmd {
-        KekCmd::Generate { out: Some(path), .. } => {
-            let kek = FileKek::generate(&path).with_context(|| format!("generating {}", path.display()))?;
+        KekCmd::Generate {
+            out: Some(path), ..
+        } => {
+            let kek = FileKek::generate(&path)
+                .with_context(|| format!("generating {}", path.display()))?;
             println!(
                 "wrote file KEK {} (mode 0600, kek id {})",
                 path.display(),
                 hex::encode(kek.kek_id())
             );
         }
-        KekCmd::Generate { pkcs11: Some(uri), .. } => {
+        KekCmd::Generate {
+            pkcs11: Some(uri), ..
+        } => {
             let uri: Pkcs11Uri = uri.parse()?;
             let kek = Pkcs11Kek::generate(&uri)?;
             let a = kek.attributes()?;

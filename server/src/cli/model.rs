@@ -11,10 +11,10 @@ use std::io::{BufReader, BufWriter, IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::{bail, Context};
+use anyhow::{Context, bail};
 use confidant_keys::{
-    encrypt, unwrap_for_container, ChunkSize, DataKey, Decryptor, EncryptParams, Header, KekRef, KeyId,
-    MetadataText, ModelFormat, PlaintextInfo, WrappedKey,
+    ChunkSize, DataKey, Decryptor, EncryptParams, Header, KekRef, KeyId, MetadataText, ModelFormat,
+    PlaintextInfo, WrappedKey, encrypt, unwrap_for_container,
 };
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -133,9 +133,9 @@ fn progress(len: u64, what: &'static str) -> ProgressBar {
         return ProgressBar::hidden();
     }
     let pb = ProgressBar::new(len);
-    if let Ok(style) =
-        ProgressStyle::with_template("{msg:>10} [{bar:40}] {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}")
-    {
+    if let Ok(style) = ProgressStyle::with_template(
+        "{msg:>10} [{bar:40}] {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}",
+    ) {
         pb.set_style(style.progress_chars("=> "));
     }
     pb.set_message(what);
@@ -156,7 +156,10 @@ fn temp_beside(target: &Path) -> anyhow::Result<tempfile::NamedTempFile> {
 
 fn refuse_existing(path: &Path) -> anyhow::Result<()> {
     if path.exists() {
-        bail!("{} already exists; refusing to overwrite it", path.display());
+        bail!(
+            "{} already exists; refusing to overwrite it",
+            path.display()
+        );
     }
     Ok(())
 }
@@ -169,23 +172,31 @@ fn encrypt_cmd(c: EncryptCmd) -> anyhow::Result<ExitCode> {
     let name = MetadataText::new(&c.name)?;
     let license = MetadataText::new(&c.license)?;
     // Open the KEK first: a wrong PIN or path should fail before any work.
-    let kek = c.kek.open().with_context(|| format!("opening KEK {}", c.kek))?;
+    let kek = c
+        .kek
+        .open()
+        .with_context(|| format!("opening KEK {}", c.kek))?;
 
-    let open_input = || File::open(&c.input).with_context(|| format!("opening {}", c.input.display()));
+    let open_input =
+        || File::open(&c.input).with_context(|| format!("opening {}", c.input.display()));
     let format = match c.format {
         Some(f) => f,
         None => {
             let mut prefix = Vec::with_capacity(16);
             open_input()?.take(16).read_to_end(&mut prefix)?;
             ModelFormat::sniff(&prefix).with_context(|| {
-                format!("{} is neither GGUF nor safetensors; pass --format", c.input.display())
+                format!(
+                    "{} is neither GGUF nor safetensors; pass --format",
+                    c.input.display()
+                )
             })?
         }
     };
     let len = open_input()?.metadata()?.len();
 
     let pb = progress(len, "hashing");
-    let info = PlaintextInfo::compute(pb.wrap_read(BufReader::with_capacity(1 << 20, open_input()?)))?;
+    let info =
+        PlaintextInfo::compute(pb.wrap_read(BufReader::with_capacity(1 << 20, open_input()?)))?;
     pb.finish_and_clear();
 
     let key = DataKey::generate()?;
@@ -223,14 +234,24 @@ fn encrypt_cmd(c: EncryptCmd) -> anyhow::Result<ExitCode> {
         return Err(e.error).with_context(|| format!("writing {}", c.out.display()));
     }
     println!("encrypted {} -> {}", c.input.display(), c.out.display());
-    println!("wrapped data key -> {} ({} KEK)", key_out.display(), wrapped.kind().as_str());
-    println!("key id {}, {} bytes, sha256 {}", c.key_id, info.len, hex::encode(info.sha256));
+    println!(
+        "wrapped data key -> {} ({} KEK)",
+        key_out.display(),
+        wrapped.kind().as_str()
+    );
+    println!(
+        "key id {}, {} bytes, sha256 {}",
+        c.key_id,
+        info.len,
+        hex::encode(info.sha256)
+    );
     Ok(ExitCode::SUCCESS)
 }
 
 fn inspect_cmd(path: &Path, json: bool) -> anyhow::Result<ExitCode> {
     let mut file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
-    let header = Header::read_from(&mut file).with_context(|| format!("reading {}", path.display()))?;
+    let header =
+        Header::read_from(&mut file).with_context(|| format!("reading {}", path.display()))?;
     let actual = file.metadata()?.len();
     let expected = header.container_len();
     let length = match actual.cmp(&expected) {
@@ -274,9 +295,16 @@ fn inspect_cmd(path: &Path, json: bool) -> anyhow::Result<ExitCode> {
         println!("license        {}", header.license());
         println!("plaintext      {} bytes", header.plaintext_len());
         println!("sha256         {}", hex::encode(header.plaintext_sha256()));
-        println!("chunks         {} of {} bytes", header.chunk_count(), header.chunk_size());
+        println!(
+            "chunks         {} of {} bytes",
+            header.chunk_count(),
+            header.chunk_size()
+        );
         println!("nonce prefix   {}", hex::encode(header.nonce_prefix()));
-        println!("header         {} bytes (not authenticated: inspect does not use the key)", header.len());
+        println!(
+            "header         {} bytes (not authenticated: inspect does not use the key)",
+            header.len()
+        );
         println!("length         {length} ({actual} of {expected} bytes)");
         if let Some(w) = &wrapped {
             println!(
@@ -295,14 +323,22 @@ fn inspect_cmd(path: &Path, json: bool) -> anyhow::Result<ExitCode> {
     })
 }
 
-fn decrypt_cmd(input: &Path, out: &Path, kek: &KekRef, wrapped_path: &Path) -> anyhow::Result<ExitCode> {
+fn decrypt_cmd(
+    input: &Path,
+    out: &Path,
+    kek: &KekRef,
+    wrapped_path: &Path,
+) -> anyhow::Result<ExitCode> {
     refuse_existing(out)?;
     let mut file = File::open(input).with_context(|| format!("opening {}", input.display()))?;
-    let header = Header::read_from(&mut file).with_context(|| format!("reading {}", input.display()))?;
-    let wrapped = WrappedKey::read_file(wrapped_path).with_context(|| format!("reading {}", wrapped_path.display()))?;
+    let header =
+        Header::read_from(&mut file).with_context(|| format!("reading {}", input.display()))?;
+    let wrapped = WrappedKey::read_file(wrapped_path)
+        .with_context(|| format!("reading {}", wrapped_path.display()))?;
     let kek = kek.open().with_context(|| format!("opening KEK {kek}"))?;
     let key = unwrap_for_container(kek.as_ref(), &wrapped, &header)?;
-    let decryptor = Decryptor::new(header, &key).with_context(|| format!("checking {}", input.display()))?;
+    let decryptor =
+        Decryptor::new(header, &key).with_context(|| format!("checking {}", input.display()))?;
     drop(key);
 
     // Dropping `tmp` on any error path below deletes the partial output.
