@@ -15,6 +15,7 @@ use confidant_keys::{
     encrypt,
 };
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use sha2::Digest;
 
 fn model() -> Vec<u8> {
     let path = std::env::var_os("CONFIDANT_MODEL")
@@ -56,6 +57,11 @@ fn bench(c: &mut Criterion) {
             out.copy_from_slice(black_box(&plain));
             black_box(&out);
         })
+    });
+
+    // The format's floor: one sequential SHA-256 over the plaintext.
+    g.bench_function("sha256_only", |b| {
+        b.iter(|| black_box(sha2::Sha256::digest(black_box(&plain))))
     });
 
     for chunk in [256 * 1024, 1024 * 1024] {
