@@ -19,8 +19,11 @@ pub const MAX_HEADER_LEN: usize = 4096;
 pub const MIN_CHUNK_SIZE: u32 = 4 * 1024;
 /// Largest accepted chunk size.
 pub const MAX_CHUNK_SIZE: u32 = 16 * 1024 * 1024;
-/// Default chunk size: 1 MiB.
-pub const DEFAULT_CHUNK_SIZE: u32 = 1024 * 1024;
+/// Default chunk size: 256 KiB. A chunk is read, GHASHed, decrypted and
+/// hashed in turn; at this size it stays in a core's L2 cache for all four
+/// passes (measured 3–5 % faster than 1 MiB, see BENCHMARKS.md), and the tag
+/// overhead is 0.006 %.
+pub const DEFAULT_CHUNK_SIZE: u32 = 256 * 1024;
 /// Largest number of chunks (the nonce's counter is 32 bits).
 pub const MAX_CHUNKS: u64 = 1 << 32;
 /// AES-GCM tag length appended to every chunk.

@@ -131,3 +131,50 @@ fn wrapped_key_failures_are_distinct() {
         Err(Error::BadMagic { .. })
     ));
 }
+
+/// The key broker's path without attestation: unwrap with the owner's KEK,
+/// seal to the server's HPKE key, open in the server, decrypt.
+#[test]
+fn unwrap_then_release_over_hpke() {
+    use confidant_keys::{HpkeKeyPair, open_from_hpke, seal_to_hpke};
+    let dir = tempfile::tempdir().unwrap();
+    let kek = FileKek::generate(&dir.path().join("kek")).unwrap();
+    let id = KeyId::new("released").unwrap();
+    let key = DataKey::generate().unwrap();
+    let plain = b"GGUF weights for the TEE".repeat(500);
+    let mut container = Vec::new();
+    encrypt(
+        &key,
+        &EncryptParams::new(id.clone(), ModelFormat::Gguf),
+        &PlaintextInfo::of(&plain),
+        &plain[..],
+        &mut container,
+    )
+    .unwrap();
+    let wrapped = kek.wrap(&id, &key).unwrap().to_bytes();
+    drop(key);
+
+    // Key broker: registry holds `wrapped`; the server sent its HPKE public key.
+    let server = HpkeKeyPair::generate();
+    let dk = kek.unwrap(&WrappedKey::parse(&wrapped).unwrap()).unwrap();
+    let sealed = seal_to_hpke(&dk, &id, &server.public_key()).unwrap();
+    assert_eq!(sealed.ciphertext.len(), 48);
+
+    // Server: open, check, decrypt into its buffer.
+    let header = Header::parse(&container).unwrap();
+    let dk = open_from_hpke(&server, header.key_id(), &sealed).unwrap();
+    let d = Decryptor::new(header, &dk).unwrap();
+    let mut out = vec![0u8; plain.len()];
+    d.decrypt_into(
+        &container[..],
+        &mut out,
+        std::num::NonZeroUsize::new(2).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(out, plain);
+    // Another server cannot open it.
+    assert!(matches!(
+        open_from_hpke(&HpkeKeyPair::generate(), &id, &sealed),
+        Err(Error::Hpke { .. })
+    ));
+}
