@@ -23,6 +23,16 @@ enum Command {
     Serve(cli::serve::ServeArgs),
     /// Generate text once from the command line.
     Generate(cli::generate::GenerateArgs),
+    /// Manage key-encryption keys
+    Kek {
+        #[command(subcommand)]
+        cmd: cli::kek::KekCmd,
+    },
+    /// Encrypt, inspect and decrypt model containers
+    Model {
+        #[command(subcommand)]
+        cmd: cli::model::ModelCmd,
+    },
 }
 
 fn main() -> ExitCode {
@@ -31,6 +41,8 @@ fn main() -> ExitCode {
     let result: anyhow::Result<ExitCode> = match cli.command {
         Command::Serve(a) => cli::serve::run(a),
         Command::Generate(a) => cli::generate::run(a),
+        Command::Kek { cmd } => cli::kek::run(cmd),
+        Command::Model { cmd } => cli::model::run(cmd),
     };
     match result {
         Ok(code) => code,
