@@ -561,10 +561,10 @@ impl Scheduler {
         {
             reason = Some(FinishReason::Length);
         }
-        if reason == Some(FinishReason::Length) {
-            if let Some(rest) = r.decoder.finish() {
-                r.held.push_str(&rest);
-            }
+        if reason == Some(FinishReason::Length)
+            && let Some(rest) = r.decoder.finish()
+        {
+            r.held.push_str(&rest);
         }
         // Send what can no longer become a stop sequence (everything, at the end).
         let keep = if reason.is_some() {

@@ -80,7 +80,7 @@ impl LlamaConfig {
         bounded("attention.head_count_kv", head_count_kv, head_count)?;
         bounded("feed_forward_length", feed_forward_length, 4 * MAX_DIM)?;
         bounded("context_length", context_length, 1 << 24)?;
-        if embedding_length % head_count != 0 || head_count % head_count_kv != 0 {
+        if !embedding_length.is_multiple_of(head_count) || !head_count.is_multiple_of(head_count_kv) {
             return Err(meta_err(
                 &k("attention.head_count"),
                 &format!(
@@ -90,16 +90,22 @@ impl LlamaConfig {
         }
         let head_dim = embedding_length / head_count;
         let rope_dimension_count = g.opt_usize(&k("rope.dimension_count"))?.unwrap_or(head_dim);
-        if rope_dimension_count > head_dim || rope_dimension_count % 2 != 0 {
+        if rope_dimension_count > head_dim || !rope_dimension_count.is_multiple_of(2) {
             return Err(meta_err(
                 &k("rope.dimension_count"),
                 &format!("{rope_dimension_count} does not fit a head of {head_dim}"),
             ));
         }
-        if !(rms_norm_eps > 0.0 && rms_norm_eps < 1.0) || !(rope_freq_base > 1.0) {
+        if !(rms_norm_eps > 0.0 && rms_norm_eps < 1.0) {
             return Err(meta_err(
                 &k("attention.layer_norm_rms_epsilon"),
-                "out of range",
+                &format!("{rms_norm_eps} is outside (0, 1)"),
+            ));
+        }
+        if rope_freq_base.is_nan() || rope_freq_base <= 1.0 {
+            return Err(meta_err(
+                &k("rope.freq_base"),
+                &format!("{rope_freq_base} must be above 1"),
             ));
         }
         let emb = g.tensor("token_embd.weight")?;

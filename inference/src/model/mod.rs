@@ -88,7 +88,7 @@ pub enum Sequence {
     /// Native backend cache.
     Native(KvCache),
     /// candle backend state.
-    Candle(CandleSeq),
+    Candle(Box<CandleSeq>),
 }
 
 impl Sequence {
@@ -200,7 +200,7 @@ impl Model {
         let cap = capacity.min(self.context);
         match &self.backend {
             Backend::Native(n) => Sequence::Native(n.new_cache(cap)),
-            Backend::Candle(c) => Sequence::Candle(c.new_seq(cap)),
+            Backend::Candle(c) => Sequence::Candle(Box::new(c.new_seq(cap))),
         }
     }
 

@@ -36,7 +36,7 @@ impl QWeight {
         }
         let fmt = WeightFormat::from_ggml(t.dtype)
             .ok_or_else(|| tensor_err(name, &format!("type {:?} has no native kernel", t.dtype)))?;
-        if cols % QK != 0 {
+        if !cols.is_multiple_of(QK) {
             return Err(tensor_err(name, "row length is not a multiple of 32"));
         }
         Ok(Self {

@@ -124,13 +124,11 @@ pub fn chat_tokens(engine: &Engine, msgs: &[ChatMessage]) -> Result<(String, Vec
     }
     tokens.extend(tok.encode(rest, true)?);
     rendered.push_str(rest);
-    if tok.add_bos() {
-        if let Some(b) = tok.bos_id() {
-            if tokens.first() != Some(&b) {
+    if tok.add_bos()
+        && let Some(b) = tok.bos_id()
+            && tokens.first() != Some(&b) {
                 tokens.insert(0, b);
             }
-        }
-    }
     Ok((rendered, tokens))
 }
 
@@ -139,10 +137,9 @@ pub fn chat_tokens(engine: &Engine, msgs: &[ChatMessage]) -> Result<(String, Vec
 pub fn completion_tokens(engine: &Engine, text: &str) -> Result<Vec<u32>, ApiError> {
     let tok = engine.tokenizer();
     let mut tokens = tok.encode(text, true)?;
-    if tok.add_bos() {
-        if let Some(b) = tok.bos_id() {
+    if tok.add_bos()
+        && let Some(b) = tok.bos_id() {
             tokens.insert(0, b);
         }
-    }
     Ok(tokens)
 }

@@ -84,6 +84,16 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         .clone()
         .context("no model: pass --model PATH, set CONFIDANT_MODEL or `model` in the config")?;
     tracing::info!("configuration:\n{}", config.printable());
+    // Model id: configured, else the file name up to its first dot
+    // (`SmolLM2-135M-Instruct.Q4_1.gguf` → `SmolLM2-135M-Instruct`).
+    let model_id = config.model_id.clone().or_else(|| {
+        model_path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.split('.').next())
+            .filter(|n| !n.is_empty())
+            .map(str::to_owned)
+    });
     tracing::warn!(
         "running WITHOUT attestation: the model is read from a plaintext file and no key broker is involved"
     );
@@ -113,7 +123,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
                         b.into(),
                         &opts,
                         config.engine.clone(),
-                        config.model_id.clone(),
+                        model_id,
                         None,
                     )
                 });
