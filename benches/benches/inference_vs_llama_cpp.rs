@@ -27,7 +27,10 @@ the key broker has verified the report. Explain in simple words why this matters
 hospital that wants to use a language model.";
 
 fn env_usize(k: &str, d: usize) -> usize {
-    std::env::var(k).ok().and_then(|v| v.parse().ok()).unwrap_or(d)
+    std::env::var(k)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(d)
 }
 
 fn model_path() -> PathBuf {
@@ -35,8 +38,16 @@ fn model_path() -> PathBuf {
         return p.into();
     }
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-    let out = Command::new(root.join("scripts/fetch-model")).output().expect("fetch-model");
-    PathBuf::from(String::from_utf8_lossy(&out.stdout).lines().last().expect("path").trim())
+    let out = Command::new(root.join("scripts/fetch-model"))
+        .output()
+        .expect("fetch-model");
+    PathBuf::from(
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .last()
+            .expect("path")
+            .trim(),
+    )
 }
 
 fn median(v: &mut [f64]) -> f64 {
@@ -56,7 +67,11 @@ fn main() {
     let prompt = tok.encode(PROMPT, false).expect("encode");
     let model = Model::load(
         &g,
-        &LoadOptions { backend: BackendKind::Native, threads, max_context: Some(1024) },
+        &LoadOptions {
+            backend: BackendKind::Native,
+            threads,
+            max_context: Some(1024),
+        },
     )
     .expect("load");
 
@@ -65,7 +80,12 @@ fn main() {
         let mut seq = model.new_sequence(prompt.len() + decode_n + 1);
         let t = Instant::now();
         let l = model
-            .forward(&mut [Step { tokens: &prompt, seq: &mut seq, want_logits: true, prompt: true }])
+            .forward(&mut [Step {
+                tokens: &prompt,
+                seq: &mut seq,
+                want_logits: true,
+                prompt: true,
+            }])
             .expect("prefill")
             .remove(0)
             .expect("logits");
@@ -74,7 +94,12 @@ fn main() {
         let t = Instant::now();
         for _ in 0..decode_n {
             let l = model
-                .forward(&mut [Step { tokens: &[next], seq: &mut seq, want_logits: true, prompt: false }])
+                .forward(&mut [Step {
+                    tokens: &[next],
+                    seq: &mut seq,
+                    want_logits: true,
+                    prompt: false,
+                }])
                 .expect("decode")
                 .remove(0)
                 .expect("logits");
@@ -95,24 +120,40 @@ fn main() {
         "model": path, "threads": threads, "prompt_ids": prompt,
         "decode_tokens": decode_n, "runs": runs,
     });
-    child.stdin.take().expect("stdin").write_all(cfg.to_string().as_bytes()).expect("write");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(cfg.to_string().as_bytes())
+        .expect("write");
     let out = child.wait_with_output().expect("llama.cpp peer");
     assert!(out.status.success(), "llama.cpp peer failed");
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("peer json");
     let nums = |k: &str| -> Vec<f64> {
-        v[k].as_array().expect(k).iter().map(|x| x.as_f64().expect("number")).collect()
+        v[k].as_array()
+            .expect(k)
+            .iter()
+            .map(|x| x.as_f64().expect("number"))
+            .collect()
     };
     let (mut peer_p, mut peer_d) = (nums("prefill_tokens_per_s"), nums("decode_tokens_per_s"));
 
-    let (op, od, pp, pd) =
-        (median(&mut ours_p), median(&mut ours_d), median(&mut peer_p), median(&mut peer_d));
+    let (op, od, pp, pd) = (
+        median(&mut ours_p),
+        median(&mut ours_d),
+        median(&mut peer_p),
+        median(&mut peer_d),
+    );
     println!("model: {}", path.display());
     println!(
         "prompt: {} tokens; decode: {decode_n} tokens; threads: {threads}; runs: {runs} (medians); kernels: {:?}",
         prompt.len(),
         confidant_inference::kernels::isa()
     );
-    println!("llama.cpp: {}", v["system_info"].as_str().unwrap_or("?").trim());
+    println!(
+        "llama.cpp: {}",
+        v["system_info"].as_str().unwrap_or("?").trim()
+    );
     println!("| engine | prefill tok/s | decode tok/s |");
     println!("|---|---|---|");
     println!("| Confidant (native) | {op:.1} | {od:.1} |");

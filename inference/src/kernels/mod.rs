@@ -133,6 +133,45 @@ pub fn dot_f16(a: &[f32], b: &[half::f16]) -> f32 {
     sum
 }
 
+/// `a · b` in `ggml_vec_dot_f16`'s summation order: four 8-lane accumulators
+/// over 32-element steps, folded (0+2)+(1+3), then lo+hi and two horizontal
+/// adds; elements past the last full step are added in f64.
+pub fn dot_f16_strided(a: &[f32], b: &[half::f16]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    #[cfg(target_arch = "x86_64")]
+    if isa() != Isa::Scalar {
+        return x86::dot_f16_strided(a, b);
+    }
+    let n = a.len();
+    let np = n & !31;
+    let mut acc = [[0f32; 8]; 4];
+    let mut i = 0;
+    while i < np {
+        for (j, accj) in acc.iter_mut().enumerate() {
+            for (l, al) in accj.iter_mut().enumerate() {
+                let e = i + j * 8 + l;
+                *al = a[e].mul_add(b[e].to_f32(), *al);
+            }
+        }
+        i += 32;
+    }
+    let mut u = [0f32; 8];
+    for (l, ul) in u.iter_mut().enumerate() {
+        *ul = (acc[0][l] + acc[2][l]) + (acc[1][l] + acc[3][l]);
+    }
+    let mut sum = f64::from(hsum8_hadd(&u));
+    for e in np..n {
+        sum += f64::from(a[e] * b[e].to_f32());
+    }
+    sum as f32
+}
+
+/// Eight lanes summed as `lo+hi` then two horizontal adds (ggml's F32x8 reduce).
+pub fn hsum8_hadd(u: &[f32; 8]) -> f32 {
+    let t = [u[0] + u[4], u[1] + u[5], u[2] + u[6], u[3] + u[7]];
+    (t[0] + t[1]) + (t[2] + t[3])
+}
+
 /// `y += alpha * x` with `x` in half precision (KV cache rows).
 #[inline]
 pub fn axpy_f16(alpha: f32, x: &[half::f16], y: &mut [f32]) {
@@ -371,7 +410,7 @@ mod tests {
     #[test]
     fn vector_ops_match_scalar() {
         let mut seed = 3;
-        for n in [1usize, 7, 8, 64, 67] {
+        for n in [1usize, 7, 8, 64, 67, 256] {
             let a = random_acts(1, n, &mut seed);
             let b = random_acts(1, n, &mut seed);
             let want: f32 = a.iter().zip(&b).map(|(x, y)| x * y).sum();
@@ -384,6 +423,19 @@ mod tests {
             let bh: Vec<half::f16> = b.iter().map(|&v| half::f16::from_f32(v)).collect();
             let want: f32 = a.iter().zip(&bh).map(|(x, y)| x * y.to_f32()).sum();
             assert!((dot_f16(&a, &bh) - want).abs() < 1e-4);
+            if n >= 32 {
+                let mut acc = [[0f32; 8]; 4];
+                for (e, (x, y)) in a.iter().zip(&bh).enumerate().take(n & !31) {
+                    acc[(e / 8) % 4][e % 8] = x.mul_add(y.to_f32(), acc[(e / 8) % 4][e % 8]);
+                }
+                let u: [f32; 8] =
+                    std::array::from_fn(|l| (acc[0][l] + acc[2][l]) + (acc[1][l] + acc[3][l]));
+                let mut want = f64::from(hsum8_hadd(&u));
+                for e in (n & !31)..n {
+                    want += f64::from(a[e] * bh[e].to_f32());
+                }
+                assert_eq!(dot_f16_strided(&a, &bh).to_bits(), (want as f32).to_bits());
+            }
             let mut y = a.clone();
             axpy_f16(0.25, &bh, &mut y);
             for i in 0..n {

@@ -149,6 +149,42 @@ unsafe fn dot_f16_avx2(a: &[f32], b: &[half::f16]) -> f32 {
     sum
 }
 
+pub(super) fn dot_f16_strided(a: &[f32], b: &[half::f16]) -> f32 {
+    // SAFETY: features checked by `isa()`; `super` asserted equal lengths.
+    unsafe { dot_f16_strided_avx2(a, b) }
+}
+
+/// `ggml_vec_dot_f16`'s exact order: four 8-lane accumulators over 32-element
+/// steps, folded (0+2)+(1+3), lo+hi, two `hadd`s, leftovers added in f64.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn dot_f16_strided_avx2(a: &[f32], b: &[half::f16]) -> f32 {
+    let n = a.len();
+    let np = n & !31;
+    let mut s = [_mm256_setzero_ps(); 4];
+    let mut i = 0;
+    // SAFETY: each access covers [i + 8j, i + 8j + 8) with i + 32 <= np <= n
+    // == a.len() == b.len().
+    unsafe {
+        while i < np {
+            for (j, sj) in s.iter_mut().enumerate() {
+                let h =
+                    _mm256_cvtph_ps(_mm_loadu_si128(b.as_ptr().add(i + 8 * j) as *const __m128i));
+                *sj = _mm256_fmadd_ps(_mm256_loadu_ps(a.as_ptr().add(i + 8 * j)), h, *sj);
+            }
+            i += 32;
+        }
+    }
+    let u = _mm256_add_ps(_mm256_add_ps(s[0], s[2]), _mm256_add_ps(s[1], s[3]));
+    let t = _mm_add_ps(_mm256_castps256_ps128(u), _mm256_extractf128_ps::<1>(u));
+    let t = _mm_hadd_ps(t, t);
+    let t = _mm_hadd_ps(t, t);
+    let mut sum = f64::from(_mm_cvtss_f32(t));
+    for e in np..n {
+        sum += f64::from(a[e] * b[e].to_f32());
+    }
+    sum as f32
+}
+
 pub(super) fn axpy_f16(alpha: f32, x: &[half::f16], y: &mut [f32]) {
     // SAFETY: features checked by `isa()`; `super` asserted equal lengths.
     unsafe { axpy_f16_avx2(alpha, x, y) }
@@ -331,8 +367,19 @@ pub(super) fn matmul_rows(
     }
 }
 
+/// Format tags for the const-generic kernels (no run-time dispatch inside loops).
+const F_Q4_0: u8 = 0;
+const F_Q4_1: u8 = 1;
+const F_Q8_0: u8 = 2;
+
 /// Generates the quantized matmul kernels for one instruction set. `$dot`
 /// turns (unsigned bytes, signed bytes) into eight i32 sums of four products.
+///
+/// Per (weight row, activation row) the arithmetic is always the same —
+/// one f32 accumulator of eight lanes updated with one fused multiply-add
+/// per block, the Q4_1 minimum term fused into a scalar, then the
+/// horizontal sum — which is ggml's order; the kernels only differ in how
+/// many rows and tokens they interleave to keep the units busy.
 macro_rules! qmatmul_kernels {
     ($name:ident, $features:literal, $dot:item) => {
         mod $name {
@@ -340,105 +387,214 @@ macro_rules! qmatmul_kernels {
 
             $dot
 
-            /// 32 unsigned nibbles of a 4-bit block, low halves first.
+            /// One weight block: (weights for the u8 side, signs for the
+            /// i8 side, scale, minimum). For signed formats the u8 side is
+            /// |w| and the activations take w's signs; Q4_1 is unsigned.
             #[target_feature(enable = $features)]
             #[inline]
-            unsafe fn unpack_nibbles(p: *const u8) -> __m256i {
-                // SAFETY: the caller guarantees 16 readable bytes at p.
-                let q = unsafe { _mm_loadu_si128(p as *const __m128i) };
-                let m = _mm_set1_epi8(0x0F);
-                let lo = _mm_and_si128(q, m);
-                let hi = _mm_and_si128(_mm_srli_epi16::<4>(q), m);
-                _mm256_set_m128i(hi, lo)
+            unsafe fn block<const F: u8>(p: *const u8) -> (__m256i, __m256i, f32, f32) {
+                // SAFETY: the caller guarantees a whole block is readable at p.
+                unsafe {
+                    let nib = |q: *const u8| {
+                        let q = _mm_loadu_si128(q as *const __m128i);
+                        let m = _mm_set1_epi8(0x0F);
+                        _mm256_set_m128i(
+                            _mm_and_si128(_mm_srli_epi16::<4>(q), m),
+                            _mm_and_si128(q, m),
+                        )
+                    };
+                    if F == F_Q4_1 {
+                        let dm = _mm_cvtph_ps(_mm_cvtsi32_si128(std::ptr::read_unaligned(
+                            p as *const i32,
+                        )));
+                        let w = nib(p.add(4));
+                        (w, w, _mm_cvtss_f32(dm), _mm_cvtss_f32(_mm_movehdup_ps(dm)))
+                    } else {
+                        let d = _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(
+                            std::ptr::read_unaligned(p as *const u16) as i32,
+                        )));
+                        let w = if F == F_Q4_0 {
+                            _mm256_sub_epi8(nib(p.add(2)), _mm256_set1_epi8(8))
+                        } else {
+                            _mm256_loadu_si256(p.add(2) as *const __m256i)
+                        };
+                        (_mm256_sign_epi8(w, w), w, d, 0.0)
+                    }
+                }
             }
 
-            /// The two f16 values at p and p+2 as f32.
+            /// Eight i32 partial dot products of a weight block with 32 activations.
             #[target_feature(enable = $features)]
             #[inline]
-            unsafe fn two_f16(p: *const u8) -> (f32, f32) {
-                // SAFETY: the caller guarantees 4 readable bytes at p.
-                let bits = unsafe { std::ptr::read_unaligned(p as *const i32) };
-                let v = _mm_cvtph_ps(_mm_cvtsi32_si128(bits));
-                (_mm_cvtss_f32(v), _mm_cvtss_f32(_mm_movehdup_ps(v)))
+            fn prod<const F: u8>(wu: __m256i, ws: __m256i, a: __m256i) -> __m256i {
+                if F == F_Q4_1 {
+                    dot_u8i8(wu, a)
+                } else {
+                    dot_u8i8(wu, _mm256_sign_epi8(a, ws))
+                }
             }
 
-            #[target_feature(enable = $features)]
-            #[inline]
-            unsafe fn one_f16(p: *const u8) -> f32 {
-                // SAFETY: the caller guarantees 2 readable bytes at p.
-                let bits = unsafe { std::ptr::read_unaligned(p as *const u16) };
-                _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(bits as i32)))
+            const fn bytes<const F: u8>() -> usize {
+                match F {
+                    F_Q4_0 => 18,
+                    F_Q4_1 => 20,
+                    _ => 34,
+                }
             }
 
-            /// One weight row against N consecutive activation rows from t0.
+            /// One token: four weight rows at a time (four independent
+            /// accumulation chains sharing each activation load).
             #[target_feature(enable = $features)]
-            #[inline]
-            unsafe fn tile<const N: usize>(
-                fmt: WeightFormat,
+            unsafe fn rows_one_token<const F: u8>(
+                w: *const u8,
+                nrows: usize,
+                nb: usize,
+                qs: *const i8,
+                ad: *const f32,
+                asum: *const f32,
+                out: *mut f32,
+            ) {
+                let bb = bytes::<F>();
+                let rb = nb * bb;
+                let mut r = 0;
+                // SAFETY: rows r..r+4 < nrows lie in w (nrows * rb bytes);
+                // block b < nb of the activation row is at qs[32b..], ad[b],
+                // asum[b]; out has nrows slots.
+                unsafe {
+                    while r + 4 <= nrows {
+                        let base = w.add(r * rb);
+                        let mut acc = [_mm256_setzero_ps(); 4];
+                        let mut mins = [0f32; 4];
+                        for b in 0..nb {
+                            let a = _mm256_loadu_si256(qs.add(b * QK) as *const __m256i);
+                            let dx = *ad.add(b);
+                            let sx = *asum.add(b);
+                            for i in 0..4 {
+                                let (wu, ws, dw, mw) = block::<F>(base.add(i * rb + b * bb));
+                                let p = prod::<F>(wu, ws, a);
+                                acc[i] = _mm256_fmadd_ps(
+                                    _mm256_set1_ps(dw * dx),
+                                    _mm256_cvtepi32_ps(p),
+                                    acc[i],
+                                );
+                                if F == F_Q4_1 {
+                                    // ggml's compiled kernel fuses this multiply-add.
+                                    mins[i] = mw.mul_add(sx, mins[i]);
+                                }
+                            }
+                        }
+                        for i in 0..4 {
+                            *out.add(r + i) = hsum_ps(acc[i]) + mins[i];
+                        }
+                        r += 4;
+                    }
+                    while r < nrows {
+                        let base = w.add(r * rb);
+                        let mut acc = _mm256_setzero_ps();
+                        let mut mins = 0f32;
+                        for b in 0..nb {
+                            let a = _mm256_loadu_si256(qs.add(b * QK) as *const __m256i);
+                            let (wu, ws, dw, mw) = block::<F>(base.add(b * bb));
+                            let p = prod::<F>(wu, ws, a);
+                            acc = _mm256_fmadd_ps(
+                                _mm256_set1_ps(dw * *ad.add(b)),
+                                _mm256_cvtepi32_ps(p),
+                                acc,
+                            );
+                            if F == F_Q4_1 {
+                                mins = mw.mul_add(*asum.add(b), mins);
+                            }
+                        }
+                        *out.add(r) = hsum_ps(acc) + mins;
+                        r += 1;
+                    }
+                }
+            }
+
+            /// Several tokens: each weight block is unpacked once and used
+            /// for up to four tokens.
+            #[target_feature(enable = $features)]
+            unsafe fn rows_tokens<const F: u8, const N: usize>(
                 row: *const u8,
+                nb: usize,
                 acts: &QuantActs,
                 t0: usize,
                 out: *mut f32,
             ) {
-                let nb = acts.blocks_per_row();
+                let bb = bytes::<F>();
                 let cols = acts.cols;
-                let mut acc = [_mm256_setzero_ps(); N];
-                let mut accm = [0f32; N];
                 let qs = acts.qs.as_ptr();
-                let eight = _mm256_set1_epi8(8);
-                // SAFETY: block b of this row is at row + b * block_bytes
-                // and b < nb; activation row t0 + t < acts.rows has its
-                // block b at qs[(t0+t)*cols + 32b..+32], d/s at (t0+t)*nb+b.
+                let ad = acts.d.as_ptr();
+                let asum = acts.s.as_ptr();
+                let mut acc = [_mm256_setzero_ps(); N];
+                let mut mins = [0f32; N];
+                // SAFETY: block b < nb of this row is at row + b*bb; token
+                // t0 + t < acts.rows has block b at qs[(t0+t)*cols + 32b..],
+                // ad/asum[(t0+t)*nb + b]; out has N slots.
                 unsafe {
                     for b in 0..nb {
-                        match fmt {
-                            WeightFormat::Q4_1 => {
-                                let blk = row.add(b * 20);
-                                let (dw, mw) = two_f16(blk);
-                                let w = unpack_nibbles(blk.add(4));
-                                for t in 0..N {
-                                    let ti = (t0 + t) * nb + b;
-                                    let a = _mm256_loadu_si256(
-                                        qs.add((t0 + t) * cols + b * QK) as *const __m256i,
-                                    );
-                                    let p = dot_u8i8(w, a);
-                                    acc[t] = _mm256_fmadd_ps(
-                                        _mm256_set1_ps(dw * *acts.d.get_unchecked(ti)),
-                                        _mm256_cvtepi32_ps(p),
-                                        acc[t],
-                                    );
-                                    // ggml's compiled kernel fuses this
-                                    // multiply-add; so do we, for the same bits.
-                                    accm[t] = mw.mul_add(*acts.s.get_unchecked(ti), accm[t]);
-                                }
-                            }
-                            WeightFormat::Q4_0 | WeightFormat::Q8_0 => {
-                                let (blk, w) = if fmt == WeightFormat::Q4_0 {
-                                    let blk = row.add(b * 18);
-                                    (blk, _mm256_sub_epi8(unpack_nibbles(blk.add(2)), eight))
-                                } else {
-                                    let blk = row.add(b * 34);
-                                    (blk, _mm256_loadu_si256(blk.add(2) as *const __m256i))
-                                };
-                                let dw = one_f16(blk);
-                                let aw = _mm256_sign_epi8(w, w);
-                                for t in 0..N {
-                                    let ti = (t0 + t) * nb + b;
-                                    let a = _mm256_loadu_si256(
-                                        qs.add((t0 + t) * cols + b * QK) as *const __m256i,
-                                    );
-                                    let p = dot_u8i8(aw, _mm256_sign_epi8(a, w));
-                                    acc[t] = _mm256_fmadd_ps(
-                                        _mm256_set1_ps(dw * *acts.d.get_unchecked(ti)),
-                                        _mm256_cvtepi32_ps(p),
-                                        acc[t],
-                                    );
-                                }
+                        let (wu, ws, dw, mw) = block::<F>(row.add(b * bb));
+                        for t in 0..N {
+                            let a = _mm256_loadu_si256(
+                                qs.add((t0 + t) * cols + b * QK) as *const __m256i,
+                            );
+                            let p = prod::<F>(wu, ws, a);
+                            let ti = (t0 + t) * nb + b;
+                            acc[t] = _mm256_fmadd_ps(
+                                _mm256_set1_ps(dw * *ad.add(ti)),
+                                _mm256_cvtepi32_ps(p),
+                                acc[t],
+                            );
+                            if F == F_Q4_1 {
+                                mins[t] = mw.mul_add(*asum.add(ti), mins[t]);
                             }
                         }
                     }
                     for t in 0..N {
-                        *out.add(t) = hsum_ps(acc[t]) + accm[t];
+                        *out.add(t) = hsum_ps(acc[t]) + mins[t];
+                    }
+                }
+            }
+
+            #[target_feature(enable = $features)]
+            unsafe fn matmul_fmt<const F: u8>(
+                w: &[u8],
+                nrows: usize,
+                acts: &QuantActs,
+                out: &mut [f32],
+            ) {
+                let nb = acts.blocks_per_row();
+                let rb = nb * bytes::<F>();
+                let t_all = acts.rows;
+                // SAFETY: the caller checked that w holds nrows rows, out
+                // nrows * t_all slots, and acts is consistent.
+                unsafe {
+                    if t_all == 1 {
+                        rows_one_token::<F>(
+                            w.as_ptr(),
+                            nrows,
+                            nb,
+                            acts.qs.as_ptr(),
+                            acts.d.as_ptr(),
+                            acts.s.as_ptr(),
+                            out.as_mut_ptr(),
+                        );
+                        return;
+                    }
+                    for r in 0..nrows {
+                        let row = w.as_ptr().add(r * rb);
+                        let o = out.as_mut_ptr().add(r * t_all);
+                        let mut t = 0;
+                        while t + 4 <= t_all {
+                            rows_tokens::<F, 4>(row, nb, acts, t, o.add(t));
+                            t += 4;
+                        }
+                        match t_all - t {
+                            3 => rows_tokens::<F, 3>(row, nb, acts, t, o.add(t)),
+                            2 => rows_tokens::<F, 2>(row, nb, acts, t, o.add(t)),
+                            1 => rows_tokens::<F, 1>(row, nb, acts, t, o.add(t)),
+                            _ => {}
+                        }
                     }
                 }
             }
@@ -451,25 +607,12 @@ macro_rules! qmatmul_kernels {
                 acts: &QuantActs,
                 out: &mut [f32],
             ) {
-                let row_bytes = acts.blocks_per_row() * fmt.block_bytes();
-                let t_all = acts.rows;
-                for r in 0..nrows {
-                    // SAFETY: row r lies inside w (checked by the caller), and
-                    // out[r * t_all + t] for t < t_all lies inside out.
-                    unsafe {
-                        let row = w.as_ptr().add(r * row_bytes);
-                        let o = out.as_mut_ptr().add(r * t_all);
-                        let mut t = 0;
-                        while t + 4 <= t_all {
-                            tile::<4>(fmt, row, acts, t, o.add(t));
-                            t += 4;
-                        }
-                        match t_all - t {
-                            3 => tile::<3>(fmt, row, acts, t, o.add(t)),
-                            2 => tile::<2>(fmt, row, acts, t, o.add(t)),
-                            1 => tile::<1>(fmt, row, acts, t, o.add(t)),
-                            _ => {}
-                        }
+                // SAFETY: forwarded caller guarantees (see `matmul_fmt`).
+                unsafe {
+                    match fmt {
+                        WeightFormat::Q4_0 => matmul_fmt::<F_Q4_0>(w, nrows, acts, out),
+                        WeightFormat::Q4_1 => matmul_fmt::<F_Q4_1>(w, nrows, acts, out),
+                        WeightFormat::Q8_0 => matmul_fmt::<F_Q8_0>(w, nrows, acts, out),
                     }
                 }
             }
@@ -481,7 +624,7 @@ qmatmul_kernels!(
     avx2,
     "avx2,fma,f16c",
     /// u8 × i8 products summed in fours: `maddubs` (no saturation: the
-    /// unsigned side is at most 127 here) then `madd` with ones.
+    /// unsigned side is at most 128 here) then `madd` with ones.
     #[target_feature(enable = "avx2,fma,f16c")]
     #[inline]
     fn dot_u8i8(u: __m256i, s: __m256i) -> __m256i {

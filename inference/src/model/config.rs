@@ -80,7 +80,8 @@ impl LlamaConfig {
         bounded("attention.head_count_kv", head_count_kv, head_count)?;
         bounded("feed_forward_length", feed_forward_length, 4 * MAX_DIM)?;
         bounded("context_length", context_length, 1 << 24)?;
-        if !embedding_length.is_multiple_of(head_count) || !head_count.is_multiple_of(head_count_kv) {
+        if !embedding_length.is_multiple_of(head_count) || !head_count.is_multiple_of(head_count_kv)
+        {
             return Err(meta_err(
                 &k("attention.head_count"),
                 &format!(

@@ -204,7 +204,7 @@ fn attend(
         let kp = &k[p * hd..(p + 1) * hd];
         let dot = match order {
             AttentionOrder::Blocked8 => kernels::dot_f16(&sc.q, kp),
-            AttentionOrder::Strided32 => dot_f16_strided(&sc.q, kp),
+            AttentionOrder::Strided32 => kernels::dot_f16_strided(&sc.q, kp),
         };
         dot * scale
     }));
@@ -242,43 +242,10 @@ fn attend(
                 for (j, uj) in u.iter_mut().enumerate() {
                     *uj = (lane(j, i) + lane(16 + j, i)) + (lane(24 + j, i) + lane(8 + j, i));
                 }
-                *o = hsum8_hadd(&u);
+                *o = kernels::hsum8_hadd(&u);
             }
         }
     }
-}
-
-/// `ggml_vec_dot_f16`'s order: four 8-lane accumulators over 32-element
-/// steps, folded (0+2)+(3+1), then lo+hi and two horizontal adds.
-fn dot_f16_strided(a: &[f32], b: &[f16]) -> f32 {
-    let n = a.len();
-    let np = n & !31;
-    let mut acc = [[0f32; 8]; 4];
-    let mut i = 0;
-    while i < np {
-        for (j, accj) in acc.iter_mut().enumerate() {
-            for (l, al) in accj.iter_mut().enumerate() {
-                let e = i + j * 8 + l;
-                *al = a[e].mul_add(b[e].to_f32(), *al);
-            }
-        }
-        i += 32;
-    }
-    let mut u = [0f32; 8];
-    for (l, ul) in u.iter_mut().enumerate() {
-        *ul = (acc[0][l] + acc[2][l]) + (acc[3][l] + acc[1][l]);
-    }
-    let mut sum = f64::from(hsum8_hadd(&u));
-    for e in np..n {
-        sum += f64::from(a[e] * b[e].to_f32());
-    }
-    sum as f32
-}
-
-/// Eight lanes summed as `lo+hi` then two `hadd`s (ggml's F32x8 reduce).
-fn hsum8_hadd(u: &[f32; 8]) -> f32 {
-    let t = [u[0] + u[4], u[1] + u[5], u[2] + u[6], u[3] + u[7]];
-    (t[0] + t[1]) + (t[2] + t[3])
 }
 
 impl NativeLlama {

@@ -126,9 +126,10 @@ pub fn chat_tokens(engine: &Engine, msgs: &[ChatMessage]) -> Result<(String, Vec
     rendered.push_str(rest);
     if tok.add_bos()
         && let Some(b) = tok.bos_id()
-            && tokens.first() != Some(&b) {
-                tokens.insert(0, b);
-            }
+        && tokens.first() != Some(&b)
+    {
+        tokens.insert(0, b);
+    }
     Ok((rendered, tokens))
 }
 
@@ -138,8 +139,9 @@ pub fn completion_tokens(engine: &Engine, text: &str) -> Result<Vec<u32>, ApiErr
     let tok = engine.tokenizer();
     let mut tokens = tok.encode(text, true)?;
     if tok.add_bos()
-        && let Some(b) = tok.bos_id() {
-            tokens.insert(0, b);
-        }
+        && let Some(b) = tok.bos_id()
+    {
+        tokens.insert(0, b);
+    }
     Ok(tokens)
 }

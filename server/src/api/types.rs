@@ -182,22 +182,24 @@ impl ChatRequest {
             );
         }
         if let Some(rf) = &self.response_format
-            && rf.get("type").and_then(|t| t.as_str()) != Some("text") {
-                return refuse(
-                    "response_format",
-                    "Only the `text` response format is supported.",
-                );
-            }
+            && rf.get("type").and_then(|t| t.as_str()) != Some("text")
+        {
+            return refuse(
+                "response_format",
+                "Only the `text` response format is supported.",
+            );
+        }
         if self.logprobs == Some(true) || self.top_logprobs.is_some() {
             return refuse("logprobs", "logprobs are not supported.");
         }
         if let (Some(a), Some(b)) = (self.max_tokens, self.max_completion_tokens)
-            && a != b {
-                return refuse(
-                    "max_completion_tokens",
-                    "max_tokens and max_completion_tokens disagree; send one.",
-                );
-            }
+            && a != b
+        {
+            return refuse(
+                "max_completion_tokens",
+                "max_tokens and max_completion_tokens disagree; send one.",
+            );
+        }
         Ok(Common {
             model: self.model.clone(),
             temperature: self.temperature,
@@ -266,12 +268,13 @@ impl Common {
     /// Sampling parameters, checked (OpenAI's defaults: temperature 1, top_p 1).
     pub fn sampling(&self) -> Result<SamplingParams, ApiError> {
         if let Some(n) = self.n
-            && n != 1 {
-                return Err(ApiError::invalid_param(
-                    "n",
-                    format!("Only n = 1 is supported, got {n}."),
-                ));
-            }
+            && n != 1
+        {
+            return Err(ApiError::invalid_param(
+                "n",
+                format!("Only n = 1 is supported, got {n}."),
+            ));
+        }
         let mut logit_bias = Vec::new();
         for (k, &b) in self.logit_bias.iter().flatten() {
             let id = k.parse::<u32>().map_err(|_| {
