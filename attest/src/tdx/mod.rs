@@ -52,8 +52,8 @@ fn le32(b: &[u8], off: usize) -> Option<u32> {
 }
 
 /// Check the framing of a quote: header, body size by version and type,
-/// signature length, and that the quote ends exactly where its signature
-/// data ends. Bounded, panic-free; the fuzz target drives it.
+/// signature length, and that nothing but zero padding follows the
+/// signature data. Bounded, panic-free; the fuzz target drives it.
 pub fn quote_layout(q: &[u8]) -> Result<QuoteLayout> {
     let bad = |d: String| Error::malformed("DCAP quote", d);
     if q.len() > MAX_QUOTE_LEN {
@@ -94,11 +94,24 @@ pub fn quote_layout(q: &[u8]) -> Result<QuoteLayout> {
     let signed_len = body_start + body_len;
     let sig_len = le32(q, signed_len).ok_or_else(|| bad("truncated before signature data".into()))?
         as usize;
-    let total = signed_len + 4 + sig_len;
-    if q.len() != total {
+    let total = signed_len
+        .checked_add(4)
+        .and_then(|t| t.checked_add(sig_len))
+        .ok_or_else(|| bad("signature data length overflows".into()))?;
+    if q.len() < total {
         return Err(bad(format!(
             "{} bytes, but its signature data length says {total}",
             q.len()
+        )));
+    }
+    let auth = &q[signed_len + 4..total];
+    check_auth_data(version, auth)?;
+    // Quoting services hand out quotes in fixed-size buffers, zero-padded
+    // (both real TDX vectors carry such padding). Padding is not signed, so
+    // anything but zeros there is refused.
+    if q[total..].iter().any(|&b| b != 0) {
+        return Err(bad(format!(
+            "non-zero bytes after the end of the quote at {total}"
         )));
     }
     Ok(QuoteLayout {
@@ -108,6 +121,93 @@ pub fn quote_layout(q: &[u8]) -> Result<QuoteLayout> {
         signed_len,
         sig_len,
     })
+}
+
+/// Intel SGX Root CA (DER), the DCAP trust anchor: the same certificate
+/// dcap-qvl trusts (`QuoteVerifier::new_prod`), SHA-256 fingerprint
+/// 44A0196B2B99F889B8E149E95B807A350E7424964399E885A7CBB8CCFAB674D3.
+pub const INTEL_ROOT_CA_DER: &[u8] = include_bytes!("intel_sgx_root_ca.der");
+
+/// Certification data types (Quote Format, "Certification Data"):
+/// 5 = PCK certificate chain (PEM), 6 = QE report certification data.
+const CERT_TYPE_PCK_CHAIN: u16 = 5;
+const CERT_TYPE_QE_REPORT: u16 = 6;
+
+/// The signature data must be exactly as long as its parts say: ECDSA
+/// signature (64), attestation key (64), then for v3 the QE report (384),
+/// its signature (64), QE auth data (u16 size + data) and certification
+/// data; for v4/v5 certification data of type 6 wrapping the same QE
+/// fields. The innermost certification data must be a canonical PCK chain.
+fn check_auth_data(version: u16, a: &[u8]) -> Result<()> {
+    let bad = |d: &str| Error::malformed("DCAP quote signature data", d.to_string());
+    let qe_part = |b: &[u8]| -> Result<()> {
+        // QE report (384) + QE report signature (64) + QE auth data + cert data.
+        let rest = b.get(384 + 64..).ok_or_else(|| bad("truncated QE report"))?;
+        let n = le16(rest, 0).ok_or_else(|| bad("truncated QE auth data"))? as usize;
+        let rest = rest.get(2 + n..).ok_or_else(|| bad("truncated QE auth data"))?;
+        let ty = le16(rest, 0).ok_or_else(|| bad("truncated certification data"))?;
+        let size = le32(rest, 2).ok_or_else(|| bad("truncated certification data"))? as usize;
+        if rest.len() != 6 + size {
+            return Err(bad("certification data length disagrees with the signature data length"));
+        }
+        if ty != CERT_TYPE_PCK_CHAIN {
+            return Err(bad("only PCK certificate chains (type 5) are supported"));
+        }
+        check_pck_chain(&rest[6..])
+    };
+    let body = a.get(128..).ok_or_else(|| bad("truncated signature"))?;
+    match version {
+        3 => qe_part(body),
+        _ => {
+            let ty = le16(body, 0).ok_or_else(|| bad("truncated certification data"))?;
+            let size = le32(body, 2).ok_or_else(|| bad("truncated certification data"))? as usize;
+            if ty != CERT_TYPE_QE_REPORT || body.len() != 6 + size {
+                return Err(bad("outer certification data is not a QE report of the stated length"));
+            }
+            qe_part(&body[6..])
+        }
+    }
+}
+
+/// The PCK chain in a quote must be exactly leaf, PCK CA and Intel's root,
+/// in canonical PEM (64-column base64, LF), optionally NUL-terminated; each
+/// certificate signed by the next. A byte that does not affect verification
+/// is a byte an attacker can use; none is allowed.
+fn check_pck_chain(data: &[u8]) -> Result<()> {
+    use der::{Decode, Encode, EncodePem};
+    use p256::ecdsa::signature::Verifier as _;
+    let bad = |d: &str| Error::malformed("PCK certificate chain", d.to_string());
+    let end = data.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
+    let (pem, _nuls) = data.split_at(end);
+    let certs = x509_cert::Certificate::load_pem_chain(pem).map_err(|e| bad(&e.to_string()))?;
+    if certs.len() != 3 {
+        return Err(bad(&format!("{} certificates, expected 3", certs.len())));
+    }
+    let mut canonical = String::new();
+    for c in &certs {
+        canonical.push_str(&c.to_pem(der::pem::LineEnding::LF).map_err(|e| bad(&e.to_string()))?);
+    }
+    if canonical.as_bytes() != pem {
+        return Err(bad("not in canonical PEM form"));
+    }
+    let root_der = certs[2].to_der().map_err(|e| bad(&e.to_string()))?;
+    if root_der != INTEL_ROOT_CA_DER {
+        return Err(bad("the last certificate is not Intel's SGX root CA"));
+    }
+    for i in 0..2 {
+        let (sub, iss) = (&certs[i], &certs[i + 1]);
+        let key = p256::ecdsa::VerifyingKey::from_sec1_bytes(
+            iss.tbs_certificate.subject_public_key_info.subject_public_key.raw_bytes(),
+        )
+        .map_err(|_| bad("issuer key is not P-256"))?;
+        let sig = p256::ecdsa::Signature::from_der(sub.signature.raw_bytes())
+            .map_err(|_| bad("bad signature encoding"))?;
+        let tbs = sub.tbs_certificate.to_der().map_err(|e| bad(&e.to_string()))?;
+        key.verify(&tbs, &sig)
+            .map_err(|_| bad("certificate not signed by the next one in the chain"))?;
+    }
+    let _ = x509_cert::Certificate::from_der(INTEL_ROOT_CA_DER).map_err(|e| bad(&e.to_string()))?;
+    Ok(())
 }
 
 /// Parse collateral (dcap-qvl's `QuoteCollateralV3` JSON), bounded.
@@ -200,16 +300,19 @@ impl dcap_qvl::policy::Policy for CollectClaims {
 /// Verify a DCAP quote with its collateral at `at`, offline, against Intel's
 /// production root CA. Policy is not applied here (debug is a policy rule).
 pub fn authenticate(quote: &[u8], collateral_json: &[u8], at: UnixTime) -> Result<Claims> {
-    let layout = quote_layout(quote)?;
+    if quote.len() > MAX_QUOTE_LEN {
+        return Err(Error::TooLarge {
+            what: "DCAP quote",
+            len: quote.len(),
+            max: MAX_QUOTE_LEN,
+        });
+    }
     let mut collateral = parse_collateral(collateral_json)?;
     // CRLs first (DCAP "Collateral" — root CA CRL and PCK CRL must be current).
     check_crl(&collateral.root_ca_crl, "Intel root CA CRL", at)?;
     check_crl(&collateral.pck_crl, "Intel PCK CRL", at)?;
     let parsed = dcap_qvl::quote::Quote::parse(quote)
         .map_err(|e| Error::malformed("DCAP quote", format!("{e:#}")))?;
-    if parsed.signed_length() != layout.signed_len {
-        return Err(Error::malformed("DCAP quote", "body length disagrees with its type"));
-    }
     // With the PCK chain inside the quote (certification data type 5), the
     // quote's own chain is verified, never a substitute from the collateral.
     if parsed.raw_cert_chain().is_ok() {
@@ -219,6 +322,11 @@ pub fn authenticate(quote: &[u8], collateral_json: &[u8], at: UnixTime) -> Resul
     let qc = verifier
         .verify_with_policy(quote, collateral, at.as_secs(), &CollectClaims)
         .map_err(|e| Error::Dcap(format!("{e:#}")))?;
+    // Then our stricter framing: exact lengths, canonical chain, zero padding.
+    let layout = quote_layout(quote)?;
+    if parsed.signed_length() != layout.signed_len {
+        return Err(Error::malformed("DCAP quote", "body length disagrees with its type"));
+    }
     claims_from(&layout, &qc)
 }
 
