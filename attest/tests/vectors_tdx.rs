@@ -136,8 +136,8 @@ fn bit_flips_across_the_tdx_quote_are_rejected() {
     // The sample carries 70 bytes of zero padding after its signature data:
     // zeros may be added or removed, anything else may not, and cutting into
     // the signature data is refused.
-    let end = q.iter().rposition(|&b| b != 0).unwrap() + 1;
-    assert_eq!(q.len() - end, 70);
+    let end = q.len() - 70;
+    assert!(q[end..].iter().all(|&b| b == 0));
     assert!(tdx_raw(&v, &q[..end], &c, at).is_ok());
     let mut long = q.clone();
     long.push(1);
