@@ -441,11 +441,7 @@ impl Policy {
                     if ok {
                         "equals the expected value".into()
                     } else {
-                        format!(
-                            "evidence is bound to {}, expected {}",
-                            claims.report_data,
-                            hex::encode(want)
-                        )
+                        mismatch(claims, want)
                     },
                 );
             }
@@ -460,11 +456,7 @@ impl Policy {
                     if ok {
                         "equals the expected value".into()
                     } else {
-                        format!(
-                            "evidence is bound to {}, expected {}",
-                            claims.report_data,
-                            hex::encode(report_data)
-                        )
+                        mismatch(claims, report_data)
                     },
                 );
                 if self.max_age_seconds > 0 {
@@ -605,6 +597,22 @@ impl Policy {
             }
         }
         out
+    }
+}
+
+fn mismatch(claims: &Claims, want: &[u8]) -> String {
+    if claims.tee == TeeKind::Tpm {
+        format!(
+            "nonce mismatch: quote extraData is {}, expected {} (replayed or foreign quote)",
+            claims.report_data,
+            hex::encode(want)
+        )
+    } else {
+        format!(
+            "evidence is bound to {}, expected {}",
+            claims.report_data,
+            hex::encode(want)
+        )
     }
 }
 

@@ -18,6 +18,11 @@ use sha2::{Digest, Sha256};
 pub use credential::{CredentialChallenge, Enrolment, EnrolledAk};
 pub(crate) use credential::cert_to_der;
 
+/// PEM or DER certificate to DER (for EK CA files handed to [`Enrolment::start`]).
+pub fn cert_der_for_tests(bytes: &[u8]) -> Vec<u8> {
+    cert_to_der(bytes).unwrap_or_default()
+}
+
 use crate::claims::{Claims, Detail, Hex, TeeKind};
 use crate::{Error, Result};
 
