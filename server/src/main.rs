@@ -19,11 +19,18 @@ struct Cli {
 enum Command {
     // Each subcommand lives in its own module under `cli/`; a module exposes
     // `Args`/`Cmd` (clap) and `run(..) -> anyhow::Result<ExitCode>`.
+    /// Produce and verify attestation evidence
+    Attest {
+        #[command(subcommand)]
+        cmd: cli::attest::AttestCmd,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let result: anyhow::Result<ExitCode> = match cli.command {};
+    let result: anyhow::Result<ExitCode> = match cli.command {
+        Command::Attest { cmd } => cli::attest::run(cmd),
+    };
     match result {
         Ok(code) => code,
         Err(e) => {

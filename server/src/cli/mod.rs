@@ -1,1 +1,3 @@
 //! One module per `confidant` subcommand.
+
+pub mod attest;
