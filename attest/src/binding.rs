@@ -67,9 +67,18 @@ mod tests {
             hpke_public_key: b"hpke",
         };
         let others = [
-            Binding { nonce: &[2; 32], ..base.clone() },
-            Binding { tls_spki_der: b"tls2", ..base.clone() },
-            Binding { hpke_public_key: b"hpke2", ..base.clone() },
+            Binding {
+                nonce: &[2; 32],
+                ..base.clone()
+            },
+            Binding {
+                tls_spki_der: b"tls2",
+                ..base.clone()
+            },
+            Binding {
+                hpke_public_key: b"hpke2",
+                ..base.clone()
+            },
         ];
         for o in &others {
             assert_ne!(o.report_data(), base.report_data());
@@ -81,7 +90,10 @@ mod tests {
         input.extend_from_slice(&[1; 32]);
         input.extend_from_slice(&Sha256::digest(b"tls"));
         input.extend_from_slice(&Sha256::digest(b"hpke"));
-        assert_eq!(base.tpm_extra_data(), <[u8; 32]>::from(Sha256::digest(&input)));
+        assert_eq!(
+            base.tpm_extra_data(),
+            <[u8; 32]>::from(Sha256::digest(&input))
+        );
         assert_eq!(base.report_data(), <[u8; 64]>::from(Sha512::digest(&input)));
     }
 }

@@ -53,7 +53,8 @@ impl EvidenceBundle {
                 max: MAX_BUNDLE_LEN,
             });
         }
-        serde_json::from_slice(bytes).map_err(|e| Error::malformed("evidence bundle", e.to_string()))
+        serde_json::from_slice(bytes)
+            .map_err(|e| Error::malformed("evidence bundle", e.to_string()))
     }
 
     /// Serialize to JSON.

@@ -38,7 +38,9 @@ mod time;
 pub mod tpm;
 
 pub use binding::{BINDING_DOMAIN, Binding, MAX_NONCE_LEN};
-pub use claims::{Claims, Detail, ExpectedReportData, Hex, Rejection, RuleOutcome, TeeKind, Verified};
+pub use claims::{
+    Claims, Detail, ExpectedReportData, Hex, Rejection, RuleOutcome, TeeKind, Verified,
+};
 pub use error::{Error, Result};
 pub use evidence::{EvidenceBundle, MAX_BUNDLE_LEN};
 pub use policy::Policy;

@@ -250,9 +250,8 @@ fn measurements(
         })?;
         let mut v = Vec::with_capacity(values.len());
         for h in values {
-            let b = hex::decode(h.trim()).map_err(|e| {
-                Error::Policy(format!("[{section}] {name}: {h:?} is not hex: {e}"))
-            })?;
+            let b = hex::decode(h.trim())
+                .map_err(|e| Error::Policy(format!("[{section}] {name}: {h:?} is not hex: {e}")))?;
             if b.len() != len {
                 return Err(Error::Policy(format!(
                     "[{section}] {name}: {} bytes, expected {len}",
@@ -283,9 +282,7 @@ fn dcap_rules(section: &str, f: FileDcap, names: &[&str]) -> Result<DcapRules> {
         rejected_advisories: f.rejected_advisories,
         max_collateral_age_seconds: f.max_collateral_age_seconds.unwrap_or(0),
         measurements: measurements(section, f.measurements, &|n| {
-            names
-                .contains(&n)
-                .then_some(if sgx { 32 } else { 48 })
+            names.contains(&n).then_some(if sgx { 32 } else { 48 })
         })?,
     })
 }
@@ -337,7 +334,10 @@ impl Policy {
         let mt = f.snp.min_tcb.unwrap_or_default();
         let snp = SnpRules {
             allow_debug: f.snp.allow_debug.unwrap_or(sd.allow_debug),
-            allow_migration_agent: f.snp.allow_migration_agent.unwrap_or(sd.allow_migration_agent),
+            allow_migration_agent: f
+                .snp
+                .allow_migration_agent
+                .unwrap_or(sd.allow_migration_agent),
             allow_smt: f.snp.allow_smt.unwrap_or(sd.allow_smt),
             allow_vlek: f.snp.allow_vlek.unwrap_or(sd.allow_vlek),
             max_vmpl: f.snp.max_vmpl.unwrap_or(sd.max_vmpl),
@@ -418,7 +418,10 @@ impl Policy {
                 if claims.tee == k {
                     format!("{k} evidence")
                 } else {
-                    format!("wrong TEE type: {} evidence where {k} is expected", claims.tee)
+                    format!(
+                        "wrong TEE type: {} evidence where {k} is expected",
+                        claims.tee
+                    )
                 },
             );
         }
@@ -464,7 +467,10 @@ impl Policy {
                     rule(
                         "freshness",
                         age <= self.max_age_seconds && *issued_at <= at,
-                        format!("challenge is {age} s old, at most {} s allowed", self.max_age_seconds),
+                        format!(
+                            "challenge is {age} s old, at most {} s allowed",
+                            self.max_age_seconds
+                        ),
                     );
                 }
             }
@@ -480,7 +486,9 @@ impl Policy {
                         Some(v) => allowed.is_empty() || allowed.iter().any(|a| a.0 == v.0),
                         None => false,
                     };
-                    let got_s = got.map(|g| g.to_string()).unwrap_or_else(|| "absent".into());
+                    let got_s = got
+                        .map(|g| g.to_string())
+                        .unwrap_or_else(|| "absent".into());
                     rule(
                         &format!("{sect}.{name}"),
                         ok,
@@ -547,7 +555,11 @@ impl Policy {
                     !claims.debug || p.allow_debug,
                     format!(
                         "{} {}",
-                        if sect == "tdx" { "debug TD:" } else { "debug enclave:" },
+                        if sect == "tdx" {
+                            "debug TD:"
+                        } else {
+                            "debug enclave:"
+                        },
                         if claims.debug { "yes" } else { "no" }
                     ),
                 );
@@ -584,7 +596,10 @@ impl Policy {
                     rule(
                         &format!("{sect}.collateral_age"),
                         age <= p.max_collateral_age_seconds,
-                        format!("collateral is {age} s old, at most {} s", p.max_collateral_age_seconds),
+                        format!(
+                            "collateral is {age} s old, at most {} s",
+                            p.max_collateral_age_seconds
+                        ),
                     );
                 }
                 check_measurements(&mut rule, sect, &p.measurements);

@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use confidant_attest::attester::{Attester, BoundData, ConfigfsTsm};
 use confidant_attest::EvidenceBundle;
+use confidant_attest::attester::{Attester, BoundData, ConfigfsTsm};
 
 const VECTORS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/vectors");
 
@@ -43,7 +43,12 @@ impl Drop for FakeKernel {
     }
 }
 
-fn fake_kernel(root: &Path, provider: &'static str, outblob: Vec<u8>, auxblob: Vec<u8>) -> FakeKernel {
+fn fake_kernel(
+    root: &Path,
+    provider: &'static str,
+    outblob: Vec<u8>,
+    auxblob: Vec<u8>,
+) -> FakeKernel {
     let stop = Arc::new(AtomicBool::new(false));
     let s = stop.clone();
     let report: PathBuf = root.join("report");
@@ -65,7 +70,10 @@ fn fake_kernel(root: &Path, provider: &'static str, outblob: Vec<u8>, auxblob: V
             std::thread::sleep(std::time::Duration::from_millis(1));
         }
     });
-    FakeKernel { stop, thread: Some(thread) }
+    FakeKernel {
+        stop,
+        thread: Some(thread),
+    }
 }
 
 #[test]
@@ -79,7 +87,10 @@ fn configfs_tsm_fixture_no_hardware_snp_report_and_cert_table() {
     let mut rd = [0u8; 64];
     rd.copy_from_slice(&report[0x50..0x90]);
     let bundle = a
-        .evidence(&BoundData { report_data: rd, tpm_extra_data: vec![] })
+        .evidence(&BoundData {
+            report_data: rd,
+            tpm_extra_data: vec![],
+        })
         .expect("evidence from the fixture");
     match bundle {
         EvidenceBundle::Snp { report: r, vek, .. } => {
@@ -89,10 +100,18 @@ fn configfs_tsm_fixture_no_hardware_snp_report_and_cert_table() {
         other => panic!("{other:?}"),
     }
     // The entry was removed after use.
-    assert_eq!(std::fs::read_dir(dir.path().join("report")).unwrap().count(), 0);
+    assert_eq!(
+        std::fs::read_dir(dir.path().join("report"))
+            .unwrap()
+            .count(),
+        0
+    );
     // A report not carrying the requested REPORT_DATA is refused.
     let e = a
-        .evidence(&BoundData { report_data: [9; 64], tpm_extra_data: vec![] })
+        .evidence(&BoundData {
+            report_data: [9; 64],
+            tpm_extra_data: vec![],
+        })
         .expect_err("REPORT_DATA mismatch");
     assert!(e.to_string().contains("REPORT_DATA"), "{e}");
 }
@@ -106,17 +125,35 @@ fn configfs_tsm_fixture_no_hardware_tdx_quote() {
     let mut a = ConfigfsTsm::new(dir.path().to_path_buf()).unwrap();
     let mut rd = [0u8; 64];
     rd.copy_from_slice(&quote[48 + 520..48 + 584]);
-    let bundle = a.evidence(&BoundData { report_data: rd, tpm_extra_data: vec![] }).unwrap();
-    assert_eq!(bundle, EvidenceBundle::Tdx { quote: confidant_attest::Hex(quote) });
+    let bundle = a
+        .evidence(&BoundData {
+            report_data: rd,
+            tpm_extra_data: vec![],
+        })
+        .unwrap();
+    assert_eq!(
+        bundle,
+        EvidenceBundle::Tdx {
+            quote: confidant_attest::Hex(quote)
+        }
+    );
 }
 
 #[test]
 fn configfs_tsm_fixture_no_hardware_unknown_provider_and_missing_root() {
     let dir = tempfile::tempdir().unwrap();
-    assert!(ConfigfsTsm::new(dir.path().to_path_buf()).is_err(), "no report/ directory");
+    assert!(
+        ConfigfsTsm::new(dir.path().to_path_buf()).is_err(),
+        "no report/ directory"
+    );
     std::fs::create_dir(dir.path().join("report")).unwrap();
     let _k = fake_kernel(dir.path(), "arm_cca_guest", vec![0; 1184], Vec::new());
     let mut a = ConfigfsTsm::new(dir.path().to_path_buf()).unwrap();
-    let e = a.evidence(&BoundData { report_data: [0; 64], tpm_extra_data: vec![] }).unwrap_err();
+    let e = a
+        .evidence(&BoundData {
+            report_data: [0; 64],
+            tpm_extra_data: vec![],
+        })
+        .unwrap_err();
     assert!(e.to_string().contains("unknown provider"), "{e}");
 }

@@ -38,19 +38,34 @@ fn default_policy_refuses_the_insecure_dev_attester() {
     let ev = Evidence::InsecureDev { report_data: &rd };
     let at = UnixTime::from_secs(1_795_392_000);
     let v = Verifier::new(Policy::default()).unwrap();
-    let rej = v.appraise(&ev, &ExpectedReportData::Exact(rd.to_vec()), at).unwrap_err();
-    assert!(rej.reasons.iter().any(|r| r.starts_with("tee.accepted")), "{:?}", rej.reasons);
+    let rej = v
+        .appraise(&ev, &ExpectedReportData::Exact(rd.to_vec()), at)
+        .unwrap_err();
+    assert!(
+        rej.reasons.iter().any(|r| r.starts_with("tee.accepted")),
+        "{:?}",
+        rej.reasons
+    );
     let dev = Verifier::new(Policy::default().insecure_allow_dev_attester()).unwrap();
-    dev.verify(&ev, &ExpectedReportData::Exact(rd.to_vec()), at).unwrap();
+    dev.verify(&ev, &ExpectedReportData::Exact(rd.to_vec()), at)
+        .unwrap();
 }
 
 #[test]
 fn challenge_age_is_enforced() {
     let rd = [1u8; 64];
     let ev = Evidence::InsecureDev { report_data: &rd };
-    let v = Verifier::new(Policy::from_toml("[freshness]\nmax_age_seconds = 60\n").unwrap().insecure_allow_dev_attester()).unwrap();
+    let v = Verifier::new(
+        Policy::from_toml("[freshness]\nmax_age_seconds = 60\n")
+            .unwrap()
+            .insecure_allow_dev_attester(),
+    )
+    .unwrap();
     let issued = UnixTime::from_secs(1000);
-    let ch = ExpectedReportData::Challenge { report_data: rd.to_vec(), issued_at: issued };
+    let ch = ExpectedReportData::Challenge {
+        report_data: rd.to_vec(),
+        issued_at: issued,
+    };
     v.verify(&ev, &ch, UnixTime::from_secs(1060)).unwrap();
     let e = v.verify(&ev, &ch, UnixTime::from_secs(1061)).unwrap_err();
     assert!(e.to_string().contains("freshness"), "{e}");

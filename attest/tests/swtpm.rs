@@ -7,7 +7,7 @@ use std::net::TcpListener;
 use std::process::Command;
 
 use confidant_attest::attester::TpmAttester;
-use confidant_attest::tpm::{Enrolment, EnrolledAk, TpmQuote};
+use confidant_attest::tpm::{EnrolledAk, Enrolment, TpmQuote};
 use confidant_attest::{Binding, Evidence, ExpectedReportData, Policy, UnixTime, Verifier};
 
 struct Swtpm {
@@ -26,7 +26,10 @@ impl Drop for Swtpm {
 
 fn have_swtpm() -> bool {
     let ok = Command::new("swtpm").arg("--version").output().is_ok()
-        && Command::new("swtpm_setup").arg("--version").output().is_ok();
+        && Command::new("swtpm_setup")
+            .arg("--version")
+            .output()
+            .is_ok();
     if !ok {
         eprintln!(
             "\n!!!! SKIPPED: swtpm/swtpm_setup not installed; run scripts/deps/attest.sh !!!!\n"
@@ -79,10 +82,21 @@ fn start_swtpm() -> Swtpm {
         .arg(d.join("state"))
         .arg("--config")
         .arg(d.join("swtpm_setup.conf"))
-        .args(["--createek", "--create-ek-cert", "--create-platform-cert", "--pcr-banks", "sha256", "--overwrite"])
+        .args([
+            "--createek",
+            "--create-ek-cert",
+            "--create-platform-cert",
+            "--pcr-banks",
+            "sha256",
+            "--overwrite",
+        ])
         .output()
         .expect("swtpm_setup");
-    assert!(out.status.success(), "swtpm_setup: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "swtpm_setup: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     for _ in 0..5 {
         let port = free_port_pair();
         let st = Command::new("swtpm")
@@ -121,14 +135,30 @@ fn now() -> UnixTime {
 fn enrol(t: &mut TpmAttester, ek_ca: &[u8]) -> EnrolledAk {
     let ek_cert = t.ek_certificate().expect("EK certificate in NV");
     let keys = t.create_ak().expect("AK");
-    let (enrolment, challenge) =
-        Enrolment::start(&ek_cert, &[ek_ca.to_vec()], &keys.public_bytes().unwrap(), now()).expect("enrolment");
-    let secret = t.activate_credential(&challenge).expect("ActivateCredential");
+    let (enrolment, challenge) = Enrolment::start(
+        &ek_cert,
+        &[ek_ca.to_vec()],
+        &keys.public_bytes().unwrap(),
+        now(),
+    )
+    .expect("enrolment");
+    let secret = t
+        .activate_credential(&challenge)
+        .expect("ActivateCredential");
     enrolment.finish(&secret).expect("AK bound to EK")
 }
 
-fn verify(v: &Verifier, q: &TpmQuote, ak: Option<&EnrolledAk>, expected: &[u8]) -> Result<confidant_attest::Verified<confidant_attest::Claims>, confidant_attest::Rejection> {
-    v.appraise(&Evidence::Tpm { quote: q, ak }, &ExpectedReportData::Exact(expected.to_vec()), now())
+fn verify(
+    v: &Verifier,
+    q: &TpmQuote,
+    ak: Option<&EnrolledAk>,
+    expected: &[u8],
+) -> Result<confidant_attest::Verified<confidant_attest::Claims>, confidant_attest::Rejection> {
+    v.appraise(
+        &Evidence::Tpm { quote: q, ak },
+        &ExpectedReportData::Exact(expected.to_vec()),
+        now(),
+    )
 }
 
 #[test]
@@ -142,28 +172,49 @@ fn swtpm_enrol_activate_quote_verify_and_reject_tampering() {
     t.pcr_extend(7, &[0x42; 32]).unwrap();
 
     let nonce = [7u8; 32];
-    let binding = Binding { nonce: &nonce, tls_spki_der: b"tls", hpke_public_key: &[1; 32] };
+    let binding = Binding {
+        nonce: &nonce,
+        tls_spki_der: b"tls",
+        hpke_public_key: &[1; 32],
+    };
     let extra = binding.tpm_extra_data();
     let q = t.quote(&extra, &[0, 1, 7]).expect("quote");
 
     // Accepted, with a policy pinning PCR 7.
     let pcr7 = hex::encode(q.pcrs[&7].as_bytes());
-    let v = Verifier::new(Policy::from_toml(&format!("[tpm]\nmeasurements.pcr7 = [\"{pcr7}\"]\n")).unwrap()).unwrap();
+    let v = Verifier::new(
+        Policy::from_toml(&format!("[tpm]\nmeasurements.pcr7 = [\"{pcr7}\"]\n")).unwrap(),
+    )
+    .unwrap();
     let ok = verify(&v, &q, Some(&ak), &extra).unwrap_or_else(|e| panic!("{e:?}"));
     assert_eq!(ok.report_data.as_bytes(), &extra[..]);
     assert_eq!(ok.measurements["pcr7"].to_string(), pcr7);
 
     // Replayed nonce: the same quote checked against a fresh challenge.
-    let fresh = Binding { nonce: &[8u8; 32], ..binding.clone() }.tpm_extra_data();
+    let fresh = Binding {
+        nonce: &[8u8; 32],
+        ..binding.clone()
+    }
+    .tpm_extra_data();
     let rej = verify(&v, &q, Some(&ak), &fresh).expect_err("replay");
     assert!(rej.authentic);
-    assert!(rej.reasons.iter().any(|r| r.starts_with("report_data") && r.contains("nonce")), "{:?}", rej.reasons);
+    assert!(
+        rej.reasons
+            .iter()
+            .any(|r| r.starts_with("report_data") && r.contains("nonce")),
+        "{:?}",
+        rej.reasons
+    );
 
     // Tampered PCR value.
     let mut bad = q.clone();
     bad.pcrs.get_mut(&7).unwrap().0[0] ^= 1;
     let rej = verify(&v, &bad, Some(&ak), &extra).expect_err("tampered PCR");
-    assert!(rej.reasons[0].contains("PCR digest mismatch"), "{:?}", rej.reasons);
+    assert!(
+        rej.reasons[0].contains("PCR digest mismatch"),
+        "{:?}",
+        rej.reasons
+    );
 
     // A quote signed by a different AK (enrolled too, but not this device's record).
     let mut t2 = tpm.attester();
@@ -171,23 +222,41 @@ fn swtpm_enrol_activate_quote_verify_and_reject_tampering() {
     let q2 = t2.quote(&extra, &[0, 1, 7]).unwrap();
     verify(&v, &q2, Some(&ak2), &extra).expect("second AK verifies against its own record");
     let rej = verify(&v, &q2, Some(&ak), &extra).expect_err("different AK");
-    assert!(rej.reasons[0].contains("does not verify under the enrolled AK"), "{:?}", rej.reasons);
+    assert!(
+        rej.reasons[0].contains("does not verify under the enrolled AK"),
+        "{:?}",
+        rej.reasons
+    );
 
     // An AK that was not bound to the EK: no enrolment record at all...
     let rej = verify(&v, &q, None, &extra).expect_err("unbound AK");
-    assert!(rej.reasons[0].contains("AK not bound to an EK"), "{:?}", rej.reasons);
+    assert!(
+        rej.reasons[0].contains("AK not bound to an EK"),
+        "{:?}",
+        rej.reasons
+    );
     // ...and an enrolment whose activation answer is wrong (the AK is not
     // in the TPM holding that EK) is refused.
     let keys3 = t.create_ak().unwrap();
-    let (enrolment, _challenge) =
-        Enrolment::start(&t.ek_certificate().unwrap(), &[tpm.ek_ca()], &keys3.public_bytes().unwrap(), now()).unwrap();
+    let (enrolment, _challenge) = Enrolment::start(
+        &t.ek_certificate().unwrap(),
+        &[tpm.ek_ca()],
+        &keys3.public_bytes().unwrap(),
+        now(),
+    )
+    .unwrap();
     let e = enrolment.finish(&[0u8; 32]).expect_err("wrong activation");
     assert!(e.to_string().contains("AK not bound to the EK"), "{e}");
 
     // An EK certificate from another CA is refused at enrolment.
     let other = start_swtpm();
-    let e = Enrolment::start(&t.ek_certificate().unwrap(), &[other.ek_ca()], &keys3.public_bytes().unwrap(), now())
-        .expect_err("EK CA");
+    let e = Enrolment::start(
+        &t.ek_certificate().unwrap(),
+        &[other.ek_ca()],
+        &keys3.public_bytes().unwrap(),
+        now(),
+    )
+    .expect_err("EK CA");
     assert!(e.to_string().contains("EK"), "{e}");
 }
 
@@ -209,7 +278,10 @@ fn swtpm_activation_under_a_different_ek_fails() {
         now(),
     )
     .unwrap();
-    assert!(tb.activate_credential(&challenge).is_err(), "TPM B must not recover A's credential");
+    assert!(
+        tb.activate_credential(&challenge).is_err(),
+        "TPM B must not recover A's credential"
+    );
     let _ = ta.create_ak();
 }
 

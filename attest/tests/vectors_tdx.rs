@@ -10,11 +10,18 @@ fn read(p: &str) -> Vec<u8> {
     std::fs::read(format!("{VECTORS}/{p}")).unwrap_or_else(|e| panic!("{p}: {e}"))
 }
 
-fn tdx(v: &Verifier, dir: &str, at: u64) -> Result<confidant_attest::Verified<confidant_attest::Claims>, Rejection> {
+fn tdx(
+    v: &Verifier,
+    dir: &str,
+    at: u64,
+) -> Result<confidant_attest::Verified<confidant_attest::Claims>, Rejection> {
     let q = read(&format!("{dir}/quote.bin"));
     let c = read(&format!("{dir}/collateral.json"));
     v.appraise(
-        &Evidence::Tdx { quote: &q, collateral: &c },
+        &Evidence::Tdx {
+            quote: &q,
+            collateral: &c,
+        },
         &ExpectedReportData::NotCheckedInspectionOnly,
         UnixTime::from_secs(at),
     )
@@ -26,7 +33,8 @@ fn verifier() -> Verifier {
 
 #[test]
 fn dcap_sample_v4_is_up_to_date_at_1751000000() {
-    let ok = tdx(&verifier(), "tdx/dcap-sample-v4", 1_751_000_000).unwrap_or_else(|e| panic!("{e:?}"));
+    let ok =
+        tdx(&verifier(), "tdx/dcap-sample-v4", 1_751_000_000).unwrap_or_else(|e| panic!("{e:?}"));
     let c = ok.get();
     assert_eq!(c.tee, confidant_attest::TeeKind::Tdx);
     for m in ["mrtd", "rtmr0", "rtmr1", "rtmr2", "rtmr3"] {
@@ -39,45 +47,83 @@ fn dcap_sample_v4_is_up_to_date_at_1751000000() {
 #[test]
 fn every_tdx_and_sgx_vector_fails_today_with_an_expired_crl() {
     let v = verifier();
-    for dir in ["tdx/dcap-sample-v4", "tdx/dcap-outdated-v5", "tdx/spr-e4-2023", "tdx/bad-debug-td", "sgx/dcap-sample"] {
+    for dir in [
+        "tdx/dcap-sample-v4",
+        "tdx/dcap-outdated-v5",
+        "tdx/spr-e4-2023",
+        "tdx/bad-debug-td",
+        "sgx/dcap-sample",
+    ] {
         let rej = tdx(&v, dir, TODAY.as_secs()).expect_err(dir);
         assert!(!rej.authentic);
-        assert!(rej.reasons[0].starts_with("CRL expired"), "{dir}: {:?}", rej.reasons);
+        assert!(
+            rej.reasons[0].starts_with("CRL expired"),
+            "{dir}: {:?}",
+            rej.reasons
+        );
     }
 }
 
 #[test]
 fn outdated_v5_has_no_matching_tcb_level_at_1771500000() {
     let rej = tdx(&verifier(), "tdx/dcap-outdated-v5", 1_771_500_000).expect_err("no TCB level");
-    assert!(rej.reasons[0].contains("No matching TCB level"), "{:?}", rej.reasons);
+    assert!(
+        rej.reasons[0].contains("No matching TCB level"),
+        "{:?}",
+        rej.reasons
+    );
 }
 
 #[test]
 fn spr_e4_passes_chains_and_crls_then_has_no_matching_tcb_level() {
     let rej = tdx(&verifier(), "tdx/spr-e4-2023", 1_688_173_200).expect_err("no TCB level");
-    assert!(rej.reasons[0].contains("No matching TCB level"), "{:?}", rej.reasons);
+    assert!(
+        rej.reasons[0].contains("No matching TCB level"),
+        "{:?}",
+        rej.reasons
+    );
 }
 
 #[test]
 fn debug_td_is_rejected_as_debug() {
     let rej = tdx(&verifier(), "tdx/bad-debug-td", 1_688_173_200).expect_err("debug TD");
-    assert!(rej.reasons.iter().any(|r| r.contains("debug TD")), "{:?}", rej.reasons);
+    assert!(
+        rej.reasons.iter().any(|r| r.contains("debug TD")),
+        "{:?}",
+        rej.reasons
+    );
 }
 
 #[test]
 fn sgx_quote_is_refused_where_tdx_is_expected_and_verifies_as_sgx() {
     let v = verifier();
     let rej = tdx(&v, "sgx/dcap-sample", 1_751_000_000).expect_err("wrong TEE");
-    assert!(rej.reasons.iter().any(|r| r.contains("wrong TEE type")), "{:?}", rej.reasons);
+    assert!(
+        rej.reasons.iter().any(|r| r.contains("wrong TEE type")),
+        "{:?}",
+        rej.reasons
+    );
     let q = read("sgx/dcap-sample/quote.bin");
     let c = read("sgx/dcap-sample/collateral.json");
     let claims = v
-        .authenticate(&Evidence::Sgx { quote: &q, collateral: &c }, UnixTime::from_secs(1_751_000_000))
+        .authenticate(
+            &Evidence::Sgx {
+                quote: &q,
+                collateral: &c,
+            },
+            UnixTime::from_secs(1_751_000_000),
+        )
         .unwrap();
     let json = serde_json::to_value(&claims).unwrap();
-    assert_eq!(json["detail"]["tcb_status"], "ConfigurationAndSWHardeningNeeded");
+    assert_eq!(
+        json["detail"]["tcb_status"],
+        "ConfigurationAndSWHardeningNeeded"
+    );
     let adv = json["detail"]["advisory_ids"].as_array().unwrap();
-    assert!(adv.iter().any(|a| a == "INTEL-SA-00289") && adv.iter().any(|a| a == "INTEL-SA-00615"), "{adv:?}");
+    assert!(
+        adv.iter().any(|a| a == "INTEL-SA-00289") && adv.iter().any(|a| a == "INTEL-SA-00615"),
+        "{adv:?}"
+    );
 }
 
 #[test]
@@ -85,13 +131,25 @@ fn expected_report_data_must_match_for_tdx() {
     let v = verifier();
     let q = read("tdx/dcap-sample-v4/quote.bin");
     let c = read("tdx/dcap-sample-v4/collateral.json");
-    let ev = Evidence::Tdx { quote: &q, collateral: &c };
+    let ev = Evidence::Tdx {
+        quote: &q,
+        collateral: &c,
+    };
     let at = UnixTime::from_secs(1_751_000_000);
-    let rd = v.authenticate(&ev, at).unwrap().report_data.as_bytes().to_vec();
-    v.verify(&ev, &ExpectedReportData::Exact(rd.clone()), at).unwrap();
+    let rd = v
+        .authenticate(&ev, at)
+        .unwrap()
+        .report_data
+        .as_bytes()
+        .to_vec();
+    v.verify(&ev, &ExpectedReportData::Exact(rd.clone()), at)
+        .unwrap();
     let mut other = rd;
     other[0] ^= 0x80;
-    assert!(v.verify(&ev, &ExpectedReportData::Exact(other), at).is_err());
+    assert!(
+        v.verify(&ev, &ExpectedReportData::Exact(other), at)
+            .is_err()
+    );
 }
 
 /// Flip bits across the header, TD report body and signature section
@@ -127,7 +185,16 @@ fn bit_flips_across_the_tdx_quote_are_rejected() {
     let mut m = q.clone();
     for &(byte, bit) in &positions {
         m[byte] ^= 1 << bit;
-        if v.appraise(&Evidence::Tdx { quote: &m, collateral: &c }, &ExpectedReportData::NotCheckedInspectionOnly, at).is_ok() {
+        if v.appraise(
+            &Evidence::Tdx {
+                quote: &m,
+                collateral: &c,
+            },
+            &ExpectedReportData::NotCheckedInspectionOnly,
+            at,
+        )
+        .is_ok()
+        {
             accepted.push((byte, bit));
         }
         m[byte] ^= 1 << bit;
@@ -145,6 +212,18 @@ fn bit_flips_across_the_tdx_quote_are_rejected() {
     assert!(tdx_raw(&v, &q[..end - 1], &c, at).is_err());
 }
 
-fn tdx_raw(v: &Verifier, q: &[u8], c: &[u8], at: UnixTime) -> Result<confidant_attest::Verified<confidant_attest::Claims>, Rejection> {
-    v.appraise(&Evidence::Tdx { quote: q, collateral: c }, &ExpectedReportData::NotCheckedInspectionOnly, at)
+fn tdx_raw(
+    v: &Verifier,
+    q: &[u8],
+    c: &[u8],
+    at: UnixTime,
+) -> Result<confidant_attest::Verified<confidant_attest::Claims>, Rejection> {
+    v.appraise(
+        &Evidence::Tdx {
+            quote: q,
+            collateral: c,
+        },
+        &ExpectedReportData::NotCheckedInspectionOnly,
+        at,
+    )
 }

@@ -88,7 +88,15 @@ fn tpm_fixture() -> (TpmQuote, EnrolledAk, Vec<u8>) {
         t.extend_from_slice(&32u16.to_be_bytes());
         t.extend_from_slice(&c);
     }
-    (TpmQuote { attest: Hex(a), signature: Hex(t), pcrs }, ak, nonce.to_vec())
+    (
+        TpmQuote {
+            attest: Hex(a),
+            signature: Hex(t),
+            pcrs,
+        },
+        ak,
+        nonce.to_vec(),
+    )
 }
 
 fn bench(c: &mut Criterion) {
@@ -98,7 +106,11 @@ fn bench(c: &mut Criterion) {
     let report = read("snp/milan-virtee/report.bin");
     let vcek = read("snp/milan-virtee/vcek.der");
     let rd = report[0x50..0x90].to_vec();
-    let snp = Evidence::Snp(SnpEvidence { report: &report, vek: &vcek, chain: None });
+    let snp = Evidence::Snp(SnpEvidence {
+        report: &report,
+        vek: &vcek,
+        chain: None,
+    });
     let exp = ExpectedReportData::Exact(rd);
     v.verify(&snp, &exp, today).expect("SNP vector verifies");
     c.bench_function("attest_verify/snp_cached_chain", |b| {
@@ -107,9 +119,17 @@ fn bench(c: &mut Criterion) {
 
     let quote = read("tdx/dcap-sample-v4/quote.bin");
     let coll = read("tdx/dcap-sample-v4/collateral.json");
-    let tdx = Evidence::Tdx { quote: &quote, collateral: &coll };
+    let tdx = Evidence::Tdx {
+        quote: &quote,
+        collateral: &coll,
+    };
     let at = UnixTime::from_secs(1_751_000_000);
-    let trd = v.authenticate(&tdx, at).unwrap().report_data.as_bytes().to_vec();
+    let trd = v
+        .authenticate(&tdx, at)
+        .unwrap()
+        .report_data
+        .as_bytes()
+        .to_vec();
     let texp = ExpectedReportData::Exact(trd);
     v.verify(&tdx, &texp, at).expect("TDX vector verifies");
     c.bench_function("attest_verify/tdx_with_collateral", |b| {
@@ -117,7 +137,10 @@ fn bench(c: &mut Criterion) {
     });
 
     let (q, ak, nonce) = tpm_fixture();
-    let tpm = Evidence::Tpm { quote: &q, ak: Some(&ak) };
+    let tpm = Evidence::Tpm {
+        quote: &q,
+        ak: Some(&ak),
+    };
     let nexp = ExpectedReportData::Exact(nonce);
     v.verify(&tpm, &nexp, today).expect("TPM quote verifies");
     c.bench_function("attest_verify/tpm_quote", |b| {

@@ -25,7 +25,10 @@ fn json(args: &[&str]) -> (i32, serde_json::Value) {
     let v: serde_json::Value =
         serde_json::from_str(&out).unwrap_or_else(|e| panic!("not JSON ({e}): {out} {err}"));
     // The shape is a contract.
-    assert!(v["verdict"] == "accepted" || v["verdict"] == "rejected", "{v}");
+    assert!(
+        v["verdict"] == "accepted" || v["verdict"] == "rejected",
+        "{v}"
+    );
     assert!(v["authentic"].is_boolean());
     assert!(v["reasons"].is_array());
     assert!(v.get("claims").is_some());
@@ -38,10 +41,15 @@ fn p(rel: &str) -> String {
 
 fn snp(dir: &str, cert: &str, at: &str) -> Vec<String> {
     vec![
-        "verify".into(), "--kind".into(), "snp".into(),
-        "--report".into(), p(&format!("{dir}/report.bin")),
-        "--cert".into(), p(&format!("{dir}/{cert}")),
-        "--at".into(), at.into(),
+        "verify".into(),
+        "--kind".into(),
+        "snp".into(),
+        "--report".into(),
+        p(&format!("{dir}/report.bin")),
+        "--cert".into(),
+        p(&format!("{dir}/{cert}")),
+        "--at".into(),
+        at.into(),
     ]
 }
 
@@ -56,13 +64,22 @@ fn snp_vectors_get_their_verdicts_through_the_cli() {
         assert_eq!(code, 0, "{dir}: {v}");
         assert_eq!(v["verdict"], "accepted");
         assert_eq!(v["claims"]["tee"], "snp");
-        assert_eq!(v["claims"]["measurements"]["measurement"].as_str().unwrap().len(), 96);
+        assert_eq!(
+            v["claims"]["measurements"]["measurement"]
+                .as_str()
+                .unwrap()
+                .len(),
+            96
+        );
     }
     // Debug guest: authentic, rejected by the default policy.
     let (code, v) = json(&refs(&snp("snp/milan-gosevguest", "vcek.der", TODAY)));
     assert_eq!(code, 1);
     assert_eq!(v["authentic"], true);
-    assert!(v["reasons"][0].as_str().unwrap().starts_with("snp.debug"), "{v}");
+    assert!(
+        v["reasons"][0].as_str().unwrap().starts_with("snp.debug"),
+        "{v}"
+    );
     // ...accepted by a policy that allows debug.
     let dir = tempfile::tempdir().unwrap();
     let pol = dir.path().join("policy.toml");
@@ -75,12 +92,19 @@ fn snp_vectors_get_their_verdicts_through_the_cli() {
     a.extend(["--chain".into(), p("snp/roots/asvk_ark_milan.pem")]);
     let (code, v) = json(&refs(&a));
     assert_eq!(code, 1);
-    assert!(v["reasons"][0].as_str().unwrap().contains("VLEK expired"), "{v}");
+    assert!(
+        v["reasons"][0].as_str().unwrap().contains("VLEK expired"),
+        "{v}"
+    );
     let mut a = snp("snp/milan-vlek-trustee", "vlek.der", "1735689600");
     a.extend(["--chain".into(), p("snp/roots/asvk_ark_milan.pem")]);
     assert_eq!(json(&refs(&a)).0, 0);
     // Forged VCEK.
-    let (code, v) = json(&refs(&snp("snp/milan-virtee", "../bad/vcek-invalid-new.der", TODAY)));
+    let (code, v) = json(&refs(&snp(
+        "snp/milan-virtee",
+        "../bad/vcek-invalid-new.der",
+        TODAY,
+    )));
     assert_eq!(code, 1);
     assert_eq!(v["authentic"], false);
 }
@@ -100,15 +124,23 @@ fn report_data_flag_is_enforced() {
     a.extend(["--report-data".into(), String::from_utf8(other).unwrap()]);
     let (code, v) = json(&refs(&a));
     assert_eq!(code, 1);
-    assert!(v["reasons"][0].as_str().unwrap().starts_with("report_data"), "{v}");
+    assert!(
+        v["reasons"][0].as_str().unwrap().starts_with("report_data"),
+        "{v}"
+    );
 }
 
 fn tdx(kind: &str, dir: &str, at: &str) -> (i32, serde_json::Value) {
     json(&[
-        "verify", "--kind", kind,
-        "--quote", &p(&format!("{dir}/quote.bin")),
-        "--collateral", &p(&format!("{dir}/collateral.json")),
-        "--at", at,
+        "verify",
+        "--kind",
+        kind,
+        "--quote",
+        &p(&format!("{dir}/quote.bin")),
+        "--collateral",
+        &p(&format!("{dir}/collateral.json")),
+        "--at",
+        at,
     ])
 }
 
@@ -118,35 +150,86 @@ fn tdx_and_sgx_vectors_get_their_verdicts_through_the_cli() {
     assert_eq!(code, 0, "{v}");
     assert_eq!(v["claims"]["detail"]["tcb_status"], "UpToDate");
     assert!(v["claims"]["measurements"]["mrtd"].is_string());
-    for dir in ["tdx/dcap-sample-v4", "tdx/dcap-outdated-v5", "tdx/spr-e4-2023", "tdx/bad-debug-td"] {
+    for dir in [
+        "tdx/dcap-sample-v4",
+        "tdx/dcap-outdated-v5",
+        "tdx/spr-e4-2023",
+        "tdx/bad-debug-td",
+    ] {
         let (code, v) = tdx("tdx", dir, TODAY);
         assert_eq!(code, 1);
-        assert!(v["reasons"][0].as_str().unwrap().starts_with("CRL expired"), "{dir}: {v}");
+        assert!(
+            v["reasons"][0].as_str().unwrap().starts_with("CRL expired"),
+            "{dir}: {v}"
+        );
     }
     let (code, v) = tdx("sgx", "sgx/dcap-sample", TODAY);
     assert_eq!(code, 1);
-    assert!(v["reasons"][0].as_str().unwrap().starts_with("CRL expired"), "{v}");
+    assert!(
+        v["reasons"][0].as_str().unwrap().starts_with("CRL expired"),
+        "{v}"
+    );
     let (code, v) = tdx("tdx", "tdx/dcap-outdated-v5", "1771500000");
     assert_eq!(code, 1);
-    assert!(v["reasons"][0].as_str().unwrap().contains("No matching TCB level"), "{v}");
+    assert!(
+        v["reasons"][0]
+            .as_str()
+            .unwrap()
+            .contains("No matching TCB level"),
+        "{v}"
+    );
     let (code, v) = tdx("tdx", "tdx/spr-e4-2023", "1688173200");
     assert_eq!(code, 1);
-    assert!(v["reasons"][0].as_str().unwrap().contains("No matching TCB level"), "{v}");
+    assert!(
+        v["reasons"][0]
+            .as_str()
+            .unwrap()
+            .contains("No matching TCB level"),
+        "{v}"
+    );
     let (code, v) = tdx("tdx", "tdx/bad-debug-td", "1688173200");
     assert_eq!(code, 1);
-    assert!(v["reasons"].as_array().unwrap().iter().any(|r| r.as_str().unwrap().contains("debug TD")), "{v}");
+    assert!(
+        v["reasons"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r.as_str().unwrap().contains("debug TD")),
+        "{v}"
+    );
     let (code, v) = tdx("tdx", "sgx/dcap-sample", "1751000000");
     assert_eq!(code, 1);
-    assert!(v["reasons"].as_array().unwrap().iter().any(|r| r.as_str().unwrap().contains("wrong TEE type")), "{v}");
+    assert!(
+        v["reasons"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r.as_str().unwrap().contains("wrong TEE type")),
+        "{v}"
+    );
 }
 
 #[test]
 fn usage_errors_exit_2() {
     // Unreadable file.
-    let (code, _, err) = run(&["verify", "--kind", "snp", "--report", "/nonexistent", "--cert", "/nonexistent"]);
+    let (code, _, err) = run(&[
+        "verify",
+        "--kind",
+        "snp",
+        "--report",
+        "/nonexistent",
+        "--cert",
+        "/nonexistent",
+    ]);
     assert_eq!(code, 2, "{err}");
     // Missing flag for the kind (clap).
-    let (code, _, _) = run(&["verify", "--kind", "tdx", "--quote", &p("tdx/dcap-sample-v4/quote.bin")]);
+    let (code, _, _) = run(&[
+        "verify",
+        "--kind",
+        "tdx",
+        "--quote",
+        &p("tdx/dcap-sample-v4/quote.bin"),
+    ]);
     assert_eq!(code, 2);
     // Bad hex.
     let mut a = snp("snp/milan-virtee", "vcek.der", TODAY);
@@ -161,10 +244,24 @@ fn malformed_evidence_is_a_rejection_not_a_usage_error() {
     let dir = tempfile::tempdir().unwrap();
     let junk = dir.path().join("junk.bin");
     std::fs::write(&junk, b"not a report").unwrap();
-    let (code, v) = json(&["verify", "--kind", "snp", "--report", junk.to_str().unwrap(), "--cert", &p("snp/milan-virtee/vcek.der")]);
+    let (code, v) = json(&[
+        "verify",
+        "--kind",
+        "snp",
+        "--report",
+        junk.to_str().unwrap(),
+        "--cert",
+        &p("snp/milan-virtee/vcek.der"),
+    ]);
     assert_eq!(code, 1);
     assert_eq!(v["authentic"], false);
-    let (code, v) = json(&["verify", "--kind", "tpm", "--evidence", junk.to_str().unwrap()]);
+    let (code, v) = json(&[
+        "verify",
+        "--kind",
+        "tpm",
+        "--evidence",
+        junk.to_str().unwrap(),
+    ]);
     assert_eq!(code, 1);
     assert_eq!(v["verdict"], "rejected");
 }
@@ -173,7 +270,15 @@ fn malformed_evidence_is_a_rejection_not_a_usage_error() {
 fn insecure_dev_evidence_is_produced_and_refused() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("ev.json");
-    let (code, _, err) = run(&["evidence", "--nonce", "00112233", "--attester", "insecure-dev", "--out", out.to_str().unwrap()]);
+    let (code, _, err) = run(&[
+        "evidence",
+        "--nonce",
+        "00112233",
+        "--attester",
+        "insecure-dev",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
     assert_eq!(code, 0, "{err}");
     assert!(err.contains("proves nothing"));
     let ev: serde_json::Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();

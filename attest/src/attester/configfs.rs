@@ -74,7 +74,10 @@ impl ConfigfsTsm {
     /// configfs-tsm at `root` (normally [`DEFAULT_CONFIGFS_TSM`]).
     pub fn new(root: PathBuf) -> Result<Self> {
         if !root.join("report").is_dir() {
-            return Err(err(format!("{}/report not found (no configfs-tsm)", root.display())));
+            return Err(err(format!(
+                "{}/report not found (no configfs-tsm)",
+                root.display()
+            )));
         }
         Ok(ConfigfsTsm { root })
     }
@@ -189,7 +192,11 @@ pub(crate) fn parse_cert_table(t: &[u8]) -> Result<(Option<Vec<u8>>, Option<Stri
                 c.to_pem(der::pem::LineEnding::LF).ok()
             };
             let chain = match (&ask, &ark) {
-                (Some(a), Some(r)) => Some(format!("{}{}", pem(a).unwrap_or_default(), pem(r).unwrap_or_default())),
+                (Some(a), Some(r)) => Some(format!(
+                    "{}{}",
+                    pem(a).unwrap_or_default(),
+                    pem(r).unwrap_or_default()
+                )),
                 _ => None,
             };
             return Ok((vek, chain));

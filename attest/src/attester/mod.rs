@@ -37,7 +37,11 @@ impl BoundData {
     /// longer nonces are hashed with SHA-256).
     pub fn from_raw_nonce(nonce: &[u8]) -> Result<Self> {
         if nonce.len() > 64 {
-            return Err(Error::TooLarge { what: "nonce", len: nonce.len(), max: 64 });
+            return Err(Error::TooLarge {
+                what: "nonce",
+                len: nonce.len(),
+                max: 64,
+            });
         }
         let mut report_data = [0u8; 64];
         report_data[..nonce.len()].copy_from_slice(nonce);
@@ -47,7 +51,10 @@ impl BoundData {
             use sha2::Digest;
             sha2::Sha256::digest(nonce).to_vec()
         };
-        Ok(BoundData { report_data, tpm_extra_data })
+        Ok(BoundData {
+            report_data,
+            tpm_extra_data,
+        })
     }
 }
 

@@ -3,6 +3,7 @@
 
 use std::str::FromStr;
 
+use tss_esapi::Context;
 use tss_esapi::abstraction::{AsymmetricAlgorithmSelection, ak, ek, pcr};
 use tss_esapi::attributes::SessionAttributesBuilder;
 use tss_esapi::constants::SessionType;
@@ -10,15 +11,14 @@ use tss_esapi::handles::KeyHandle;
 use tss_esapi::interface_types::algorithm::{HashingAlgorithm, SignatureSchemeAlgorithm};
 use tss_esapi::interface_types::ecc::EccCurve;
 use tss_esapi::interface_types::key_bits::RsaKeyBits;
-use tss_esapi::interface_types::session_handles::{AuthSession, PolicySession};
 use tss_esapi::interface_types::resource_handles::Hierarchy;
+use tss_esapi::interface_types::session_handles::{AuthSession, PolicySession};
 use tss_esapi::structures::{
     Data, EncryptedSecret, IdObject, PcrSelectionListBuilder, PcrSlot, Private, Public,
     SignatureScheme, SymmetricDefinition,
 };
 use tss_esapi::tcti_ldr::TctiNameConf;
 use tss_esapi::traits::Marshall;
-use tss_esapi::Context;
 
 use crate::claims::Hex;
 use crate::tpm::{CredentialChallenge, TpmQuote};
@@ -55,7 +55,9 @@ pub struct TpmAttester {
 
 impl std::fmt::Debug for TpmAttester {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TpmAttester").field("pcrs", &self.pcrs).finish_non_exhaustive()
+        f.debug_struct("TpmAttester")
+            .field("pcrs", &self.pcrs)
+            .finish_non_exhaustive()
     }
 }
 
@@ -154,7 +156,14 @@ impl TpmAttester {
         let (attrs, mask) = SessionAttributesBuilder::new().build();
         let start = |ctx: &mut Context, ty| -> Result<AuthSession> {
             let s = ctx
-                .start_auth_session(None, None, None, ty, SymmetricDefinition::AES_128_CFB, HashingAlgorithm::Sha256)
+                .start_auth_session(
+                    None,
+                    None,
+                    None,
+                    ty,
+                    SymmetricDefinition::AES_128_CFB,
+                    HashingAlgorithm::Sha256,
+                )
                 .map_err(err)?
                 .ok_or_else(|| err("no session"))?;
             ctx.tr_sess_set_attributes(s, attrs, mask).map_err(err)?;
@@ -178,11 +187,16 @@ impl TpmAttester {
             .map_err(err)?;
         self.ctx.set_sessions((Some(hmac), Some(policy), None));
         let blob = IdObject::try_from(ch.credential_blob.as_bytes().to_vec()).map_err(err)?;
-        let secret = EncryptedSecret::try_from(ch.encrypted_secret.as_bytes().to_vec()).map_err(err)?;
+        let secret =
+            EncryptedSecret::try_from(ch.encrypted_secret.as_bytes().to_vec()).map_err(err)?;
         let r = self.ctx.activate_credential(ak_h, ek, blob, secret);
         self.ctx.clear_sessions();
-        let _ = self.ctx.flush_context(tss_esapi::handles::SessionHandle::from(hmac).into());
-        let _ = self.ctx.flush_context(tss_esapi::handles::SessionHandle::from(policy).into());
+        let _ = self
+            .ctx
+            .flush_context(tss_esapi::handles::SessionHandle::from(hmac).into());
+        let _ = self
+            .ctx
+            .flush_context(tss_esapi::handles::SessionHandle::from(policy).into());
         Ok(r.map_err(err)?.value().to_vec())
     }
 
@@ -221,7 +235,10 @@ impl TpmAttester {
     pub fn pcr_extend(&mut self, index: u8, digest: &[u8; 32]) -> Result<()> {
         use tss_esapi::structures::{Digest, DigestValues};
         let mut vals = DigestValues::new();
-        vals.set(HashingAlgorithm::Sha256, Digest::try_from(digest.to_vec()).map_err(err)?);
+        vals.set(
+            HashingAlgorithm::Sha256,
+            Digest::try_from(digest.to_vec()).map_err(err)?,
+        );
         let handle = tss_esapi::handles::PcrHandle::try_from(index as u32).map_err(err)?;
         self.ctx
             .execute_with_nullauth_session(|ctx| ctx.pcr_extend(handle, vals))

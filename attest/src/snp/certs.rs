@@ -141,12 +141,8 @@ pub fn verify_signed_by(subject: &Certificate, issuer: &Certificate, what: &str)
         .tbs_certificate
         .to_der()
         .map_err(|e| Error::Chain(format!("{what}: {e}")))?;
-    vk.verify(&tbs, &sig).map_err(|_| {
-        Error::Chain(format!(
-            "{what} is not signed by {}",
-            common_name(issuer)
-        ))
-    })
+    vk.verify(&tbs, &sig)
+        .map_err(|_| Error::Chain(format!("{what} is not signed by {}", common_name(issuer))))
 }
 
 /// Kind of endorsement key.
@@ -233,8 +229,9 @@ pub fn read_vek(cert: &Certificate) -> Result<VekInfo> {
         let v = ext.extn_value.as_bytes();
         match ext.extn_id {
             OID_PRODUCT_NAME => {
-                let s = Ia5StringRef::from_der(v)
-                    .map_err(|e| Error::malformed("VEK certificate", format!("productName: {e}")))?;
+                let s = Ia5StringRef::from_der(v).map_err(|e| {
+                    Error::malformed("VEK certificate", format!("productName: {e}"))
+                })?;
                 product = Some(s.to_string());
             }
             OID_BL_SPL => bl = Some(spl(v, "blSPL")?),
@@ -266,7 +263,10 @@ pub fn read_vek(cert: &Certificate) -> Result<VekInfo> {
     let product =
         product.ok_or_else(|| Error::malformed("VEK certificate", "no productName extension"))?;
     let generation = Generation::from_product_name(&product).ok_or_else(|| {
-        Error::malformed("VEK certificate", format!("unknown productName {product:?}"))
+        Error::malformed(
+            "VEK certificate",
+            format!("unknown productName {product:?}"),
+        )
     })?;
     let missing = |n: &str| Error::malformed("VEK certificate", format!("no {n} extension"));
     let tcb = TcbVersion {
@@ -286,7 +286,9 @@ pub fn read_vek(cert: &Certificate) -> Result<VekInfo> {
         _ => {
             return Err(Error::malformed(
                 "VEK certificate",
-                format!("subject CN {cn:?} with hwID and csp_id extensions not those of a VCEK or a VLEK"),
+                format!(
+                    "subject CN {cn:?} with hwID and csp_id extensions not those of a VCEK or a VLEK"
+                ),
             ));
         }
     };

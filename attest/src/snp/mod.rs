@@ -15,7 +15,9 @@ use p384::ecdsa::signature::Verifier as _;
 use sha2::{Digest, Sha256};
 use x509_cert::Certificate;
 
-pub use certs::{MAX_CERT_LEN, MAX_CHAIN_LEN, VekInfo, VekKind, parse_cert, parse_pem_chain, read_vek};
+pub use certs::{
+    MAX_CERT_LEN, MAX_CHAIN_LEN, VekInfo, VekKind, parse_cert, parse_pem_chain, read_vek,
+};
 pub use report::{Generation, REPORT_LEN, SIGNED_LEN, SigningKey, SnpReport, TcbVersion};
 
 use crate::claims::{Claims, Detail, Hex, TeeKind};
@@ -261,7 +263,9 @@ impl SnpVerifier {
             SigningKey::Vcek => VekKind::Vcek,
             SigningKey::Vlek => VekKind::Vlek,
             SigningKey::None => {
-                return Err(Error::Signature("report is unsigned (SIGNING_KEY 7)".into()));
+                return Err(Error::Signature(
+                    "report is unsigned (SIGNING_KEY 7)".into(),
+                ));
             }
         };
         if expected != info.kind {

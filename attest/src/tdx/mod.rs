@@ -85,15 +85,21 @@ pub fn quote_layout(q: &[u8]) -> Result<QuoteLayout> {
                 _ => return Err(bad(format!("unknown body type {t}"))),
             };
             if size != want {
-                return Err(bad(format!("body type {t} with size {size}, expected {want}")));
+                return Err(bad(format!(
+                    "body type {t} with size {size}, expected {want}"
+                )));
             }
             (t, HEADER_LEN + 6, size)
         }
-        (v, t) => return Err(bad(format!("version {v} with TEE type {t:#x} not supported"))),
+        (v, t) => {
+            return Err(bad(format!(
+                "version {v} with TEE type {t:#x} not supported"
+            )));
+        }
     };
     let signed_len = body_start + body_len;
-    let sig_len = le32(q, signed_len).ok_or_else(|| bad("truncated before signature data".into()))?
-        as usize;
+    let sig_len =
+        le32(q, signed_len).ok_or_else(|| bad("truncated before signature data".into()))? as usize;
     let total = signed_len
         .checked_add(4)
         .and_then(|t| t.checked_add(sig_len))
@@ -142,13 +148,19 @@ fn check_auth_data(version: u16, a: &[u8]) -> Result<()> {
     let bad = |d: &str| Error::malformed("DCAP quote signature data", d.to_string());
     let qe_part = |b: &[u8]| -> Result<()> {
         // QE report (384) + QE report signature (64) + QE auth data + cert data.
-        let rest = b.get(384 + 64..).ok_or_else(|| bad("truncated QE report"))?;
+        let rest = b
+            .get(384 + 64..)
+            .ok_or_else(|| bad("truncated QE report"))?;
         let n = le16(rest, 0).ok_or_else(|| bad("truncated QE auth data"))? as usize;
-        let rest = rest.get(2 + n..).ok_or_else(|| bad("truncated QE auth data"))?;
+        let rest = rest
+            .get(2 + n..)
+            .ok_or_else(|| bad("truncated QE auth data"))?;
         let ty = le16(rest, 0).ok_or_else(|| bad("truncated certification data"))?;
         let size = le32(rest, 2).ok_or_else(|| bad("truncated certification data"))? as usize;
         if rest.len() != 6 + size {
-            return Err(bad("certification data length disagrees with the signature data length"));
+            return Err(bad(
+                "certification data length disagrees with the signature data length",
+            ));
         }
         if ty != CERT_TYPE_PCK_CHAIN {
             return Err(bad("only PCK certificate chains (type 5) are supported"));
@@ -162,7 +174,9 @@ fn check_auth_data(version: u16, a: &[u8]) -> Result<()> {
             let ty = le16(body, 0).ok_or_else(|| bad("truncated certification data"))?;
             let size = le32(body, 2).ok_or_else(|| bad("truncated certification data"))? as usize;
             if ty != CERT_TYPE_QE_REPORT || body.len() != 6 + size {
-                return Err(bad("outer certification data is not a QE report of the stated length"));
+                return Err(bad(
+                    "outer certification data is not a QE report of the stated length",
+                ));
             }
             qe_part(&body[6..])
         }
@@ -185,7 +199,10 @@ fn check_pck_chain(data: &[u8]) -> Result<()> {
     }
     let mut canonical = String::new();
     for c in &certs {
-        canonical.push_str(&c.to_pem(der::pem::LineEnding::LF).map_err(|e| bad(&e.to_string()))?);
+        canonical.push_str(
+            &c.to_pem(der::pem::LineEnding::LF)
+                .map_err(|e| bad(&e.to_string()))?,
+        );
     }
     if canonical.as_bytes() != pem {
         return Err(bad("not in canonical PEM form"));
@@ -197,12 +214,18 @@ fn check_pck_chain(data: &[u8]) -> Result<()> {
     for i in 0..2 {
         let (sub, iss) = (&certs[i], &certs[i + 1]);
         let key = p256::ecdsa::VerifyingKey::from_sec1_bytes(
-            iss.tbs_certificate.subject_public_key_info.subject_public_key.raw_bytes(),
+            iss.tbs_certificate
+                .subject_public_key_info
+                .subject_public_key
+                .raw_bytes(),
         )
         .map_err(|_| bad("issuer key is not P-256"))?;
         let sig = p256::ecdsa::Signature::from_der(sub.signature.raw_bytes())
             .map_err(|_| bad("bad signature encoding"))?;
-        let tbs = sub.tbs_certificate.to_der().map_err(|e| bad(&e.to_string()))?;
+        let tbs = sub
+            .tbs_certificate
+            .to_der()
+            .map_err(|e| bad(&e.to_string()))?;
         key.verify(&tbs, &sig)
             .map_err(|_| bad("certificate not signed by the next one in the chain"))?;
     }
@@ -325,7 +348,10 @@ pub fn authenticate(quote: &[u8], collateral_json: &[u8], at: UnixTime) -> Resul
     // Then our stricter framing: exact lengths, canonical chain, zero padding.
     let layout = quote_layout(quote)?;
     if parsed.signed_length() != layout.signed_len {
-        return Err(Error::malformed("DCAP quote", "body length disagrees with its type"));
+        return Err(Error::malformed(
+            "DCAP quote",
+            "body length disagrees with its type",
+        ));
     }
     claims_from(&layout, &qc)
 }

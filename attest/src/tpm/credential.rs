@@ -74,7 +74,9 @@ fn verify_x509(cert: &Certificate, issuer: &Certificate) -> Result<()> {
     const ECDSA_SHA256: Oid = Oid::new_unwrap("1.2.840.10045.4.3.2");
     const ECDSA_SHA384: Oid = Oid::new_unwrap("1.2.840.10045.4.3.3");
     if cert.tbs_certificate.issuer != issuer.tbs_certificate.subject {
-        return Err(Error::Chain("EK certificate issuer is not the EK CA".into()));
+        return Err(Error::Chain(
+            "EK certificate issuer is not the EK CA".into(),
+        ));
     }
     let tbs = cert
         .tbs_certificate
@@ -89,7 +91,10 @@ fn verify_x509(cert: &Certificate, issuer: &Certificate) -> Result<()> {
             use der::referenced::OwnedToRef;
             let k = rsa::RsaPublicKey::try_from(spki.owned_to_ref()).map_err(|_| bad())?;
             let (scheme, digest) = if o == RSA_SHA256 {
-                (rsa::Pkcs1v15Sign::new::<Sha256>(), Sha256::digest(&tbs).to_vec())
+                (
+                    rsa::Pkcs1v15Sign::new::<Sha256>(),
+                    Sha256::digest(&tbs).to_vec(),
+                )
             } else {
                 (
                     rsa::Pkcs1v15Sign::new::<sha2::Sha384>(),
@@ -157,9 +162,13 @@ impl Enrolment {
         let ek = Certificate::from_der(&ek_der)
             .map_err(|e| Error::malformed("EK certificate", e.to_string()))?;
         if ek_cas.is_empty() {
-            return Err(Error::Chain("no EK CA configured ([tpm] ek_ca_files)".into()));
+            return Err(Error::Chain(
+                "no EK CA configured ([tpm] ek_ca_files)".into(),
+            ));
         }
-        let mut chained = Err(Error::Chain("EK certificate is not issued by a configured EK CA".into()));
+        let mut chained = Err(Error::Chain(
+            "EK certificate is not issued by a configured EK CA".into(),
+        ));
         for ca_der in ek_cas {
             let ca = Certificate::from_der(ca_der)
                 .map_err(|e| Error::malformed("EK CA certificate", e.to_string()))?;
@@ -188,7 +197,11 @@ impl Enrolment {
         )?;
 
         let ak = wire::parse_public(ak_public)?;
-        let need = attr::FIXED_TPM | attr::FIXED_PARENT | attr::SENSITIVE_DATA_ORIGIN | attr::RESTRICTED | attr::SIGN;
+        let need = attr::FIXED_TPM
+            | attr::FIXED_PARENT
+            | attr::SENSITIVE_DATA_ORIGIN
+            | attr::RESTRICTED
+            | attr::SIGN;
         if ak.attributes & need != need || ak.attributes & attr::DECRYPT != 0 {
             return Err(Error::Tpm(format!(
                 "AK attributes {:#x} are not those of a restricted, fixed, TPM-generated signing key",
@@ -199,8 +212,13 @@ impl Enrolment {
 
         // EK public key from its certificate (RSA, EK template L-1).
         use der::referenced::OwnedToRef;
-        let ek_key = rsa::RsaPublicKey::try_from(ek.tbs_certificate.subject_public_key_info.owned_to_ref())
-            .map_err(|_| Error::Tpm("EK certificate key is not RSA (only RSA-2048 EKs are enrolled)".into()))?;
+        let ek_key =
+            rsa::RsaPublicKey::try_from(ek.tbs_certificate.subject_public_key_info.owned_to_ref())
+                .map_err(|_| {
+                    Error::Tpm(
+                        "EK certificate key is not RSA (only RSA-2048 EKs are enrolled)".into(),
+                    )
+                })?;
 
         let mut rng = rand_core::OsRng;
         let mut seed = Zeroizing::new([0u8; 32]);
@@ -225,11 +243,12 @@ impl Enrolment {
             .map_err(|_| Error::Tpm("KDFa output length".into()))?;
         {
             use cfb_mode::cipher::{AsyncStreamCipher, KeyIvInit};
-            cfb_mode::Encryptor::<aes::Aes128>::new(&key.into(), &[0u8; 16].into()).encrypt(&mut enc);
+            cfb_mode::Encryptor::<aes::Aes128>::new(&key.into(), &[0u8; 16].into())
+                .encrypt(&mut enc);
         }
         let hmac_key = kdfa(seed.as_ref(), b"INTEGRITY", &[], 256);
-        let mut mac = Hmac::<Sha256>::new_from_slice(&hmac_key)
-            .map_err(|_| Error::Tpm("HMAC key".into()))?;
+        let mut mac =
+            Hmac::<Sha256>::new_from_slice(&hmac_key).map_err(|_| Error::Tpm("HMAC key".into()))?;
         mac.update(&enc);
         mac.update(&ak_name);
         let outer = mac.finalize().into_bytes();
@@ -301,13 +320,20 @@ impl EnrolledAk {
     /// own registry. Never feed it a record that came with the evidence.
     pub fn from_trusted_record(bytes: &[u8]) -> Result<Self> {
         if bytes.len() > 16 * 1024 {
-            return Err(Error::TooLarge { what: "AK record", len: bytes.len(), max: 16 * 1024 });
+            return Err(Error::TooLarge {
+                what: "AK record",
+                len: bytes.len(),
+                max: 16 * 1024,
+            });
         }
         let r: EnrolledAk = serde_json::from_slice(bytes)
             .map_err(|e| Error::malformed("AK record", e.to_string()))?;
         wire::parse_public(r.public())?;
         if wire::name_of(r.public()) != r.name() {
-            return Err(Error::malformed("AK record", "name does not match the public area"));
+            return Err(Error::malformed(
+                "AK record",
+                "name does not match the public area",
+            ));
         }
         Ok(r)
     }

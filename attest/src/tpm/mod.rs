@@ -15,8 +15,8 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-pub use credential::{CredentialChallenge, Enrolment, EnrolledAk};
 pub(crate) use credential::cert_to_der;
+pub use credential::{CredentialChallenge, EnrolledAk, Enrolment};
 
 /// PEM or DER certificate to DER (for EK CA files handed to [`Enrolment::start`]).
 pub fn cert_der_for_tests(bytes: &[u8]) -> Vec<u8> {
@@ -69,17 +69,20 @@ fn verify_signature(public: &wire::Public, attest: &[u8], sig: &wire::Signature)
                 .map_err(|_| Error::Tpm("AK is not a valid P-256 point".into()))?;
             let sig = p256::ecdsa::Signature::from_scalars(pad32(r)?, pad32(s)?)
                 .map_err(|_| Error::Tpm("quote signature r/s out of range".into()))?;
-            vk.verify(attest, &sig)
-                .map_err(|_| Error::Tpm("quote signature does not verify under the enrolled AK".into()))
+            vk.verify(attest, &sig).map_err(|_| {
+                Error::Tpm("quote signature does not verify under the enrolled AK".into())
+            })
         }
         (wire::PublicKey::Rsa { n, e }, wire::Signature::RsassaSha256(s)) => {
-            let key = rsa::RsaPublicKey::new(
-                rsa::BigUint::from_bytes_be(n),
-                rsa::BigUint::from(*e),
+            let key =
+                rsa::RsaPublicKey::new(rsa::BigUint::from_bytes_be(n), rsa::BigUint::from(*e))
+                    .map_err(|e| Error::Tpm(format!("AK RSA key: {e}")))?;
+            key.verify(
+                rsa::Pkcs1v15Sign::new::<Sha256>(),
+                &Sha256::digest(attest),
+                s,
             )
-            .map_err(|e| Error::Tpm(format!("AK RSA key: {e}")))?;
-            key.verify(rsa::Pkcs1v15Sign::new::<Sha256>(), &Sha256::digest(attest), s)
-                .map_err(|_| Error::Tpm("quote signature does not verify under the enrolled AK".into()))
+            .map_err(|_| Error::Tpm("quote signature does not verify under the enrolled AK".into()))
         }
         _ => Err(Error::Tpm(
             "quote signature algorithm does not match the AK's key type".into(),
@@ -89,7 +92,10 @@ fn verify_signature(public: &wire::Public, attest: &[u8], sig: &wire::Signature)
 
 fn pad32(v: &[u8]) -> Result<[u8; 32]> {
     if v.len() > 32 {
-        return Err(Error::malformed("TPM ECC value", format!("{} bytes", v.len())));
+        return Err(Error::malformed(
+            "TPM ECC value",
+            format!("{} bytes", v.len()),
+        ));
     }
     let mut out = [0u8; 32];
     out[32 - v.len()..].copy_from_slice(v);
@@ -120,14 +126,19 @@ pub fn authenticate(q: &TpmQuote, ak: &EnrolledAk) -> Result<Claims> {
                 .get(i)
                 .ok_or_else(|| Error::Tpm(format!("PCR {i} is quoted but its value is missing")))?;
             if v.as_bytes().len() != 32 {
-                return Err(Error::malformed("TPM PCR value", format!("PCR {i}: {} bytes", v.as_bytes().len())));
+                return Err(Error::malformed(
+                    "TPM PCR value",
+                    format!("PCR {i}: {} bytes", v.as_bytes().len()),
+                ));
             }
             h.update(v.as_bytes());
             covered.push(*i);
         }
     }
     if let Some(extra) = q.pcrs.keys().find(|k| !covered.contains(k)) {
-        return Err(Error::Tpm(format!("PCR {extra} is given but not covered by the quote")));
+        return Err(Error::Tpm(format!(
+            "PCR {extra} is given but not covered by the quote"
+        )));
     }
     if h.finalize().as_slice() != attest.pcr_digest.as_slice() {
         return Err(Error::Tpm(

@@ -50,8 +50,14 @@ impl<'a> Reader<'a> {
         Error::malformed(self.what, format!("{d} at offset {}", self.pos))
     }
     pub(crate) fn bytes(&mut self, n: usize) -> Result<&'a [u8]> {
-        let end = self.pos.checked_add(n).ok_or_else(|| self.err("length overflow"))?;
-        let s = self.buf.get(self.pos..end).ok_or_else(|| self.err("truncated"))?;
+        let end = self
+            .pos
+            .checked_add(n)
+            .ok_or_else(|| self.err("length overflow"))?;
+        let s = self
+            .buf
+            .get(self.pos..end)
+            .ok_or_else(|| self.err("truncated"))?;
         self.pos = end;
         Ok(s)
     }
@@ -145,12 +151,20 @@ pub fn parse_attest(bytes: &[u8]) -> Result<Attest> {
     let safe = match r.u8()? {
         0 => false,
         1 => true,
-        v => return Err(Error::malformed("TPMS_ATTEST", format!("clockInfo.safe {v}"))),
+        v => {
+            return Err(Error::malformed(
+                "TPMS_ATTEST",
+                format!("clockInfo.safe {v}"),
+            ));
+        }
     };
     let firmware_version = r.u64()?;
     let count = r.u32()?;
     if count > 16 {
-        return Err(Error::malformed("TPMS_ATTEST", format!("{count} PCR banks")));
+        return Err(Error::malformed(
+            "TPMS_ATTEST",
+            format!("{count} PCR banks"),
+        ));
     }
     let mut pcr_select = Vec::new();
     for _ in 0..count {
@@ -205,7 +219,10 @@ pub fn parse_signature(bytes: &[u8]) -> Result<Signature> {
     let alg = r.u16()?;
     let hash = r.u16()?;
     if hash != TPM_ALG_SHA256 {
-        return Err(Error::malformed("TPMT_SIGNATURE", format!("hash {hash:#x} is not SHA-256")));
+        return Err(Error::malformed(
+            "TPMT_SIGNATURE",
+            format!("hash {hash:#x} is not SHA-256"),
+        ));
     }
     let sig = match alg {
         TPM_ALG_ECDSA => Signature::EcdsaSha256 {
@@ -293,7 +310,10 @@ pub fn parse_public(bytes: &[u8]) -> Result<Public> {
     let ty = r.u16()?;
     let name_alg = r.u16()?;
     if name_alg != TPM_ALG_SHA256 {
-        return Err(Error::malformed("TPMT_PUBLIC", format!("nameAlg {name_alg:#x} is not SHA-256")));
+        return Err(Error::malformed(
+            "TPMT_PUBLIC",
+            format!("nameAlg {name_alg:#x} is not SHA-256"),
+        ));
     }
     let attributes = r.u32()?;
     r.tpm2b(64)?; // authPolicy
@@ -304,7 +324,10 @@ pub fn parse_public(bytes: &[u8]) -> Result<Public> {
             let curve = r.u16()?;
             scheme(&mut r)?; // kdf
             if curve != TPM_ECC_NIST_P256 {
-                return Err(Error::malformed("TPMT_PUBLIC", format!("curve {curve:#x} is not P-256")));
+                return Err(Error::malformed(
+                    "TPMT_PUBLIC",
+                    format!("curve {curve:#x} is not P-256"),
+                ));
             }
             let x = r.tpm2b(32)?.to_vec();
             let y = r.tpm2b(32)?.to_vec();
@@ -320,12 +343,18 @@ pub fn parse_public(bytes: &[u8]) -> Result<Public> {
             };
             let n = r.tpm2b(512)?.to_vec();
             if n.len() * 8 != bits as usize || bits < 2048 {
-                return Err(Error::malformed("TPMT_PUBLIC", format!("RSA key of {bits} bits")));
+                return Err(Error::malformed(
+                    "TPMT_PUBLIC",
+                    format!("RSA key of {bits} bits"),
+                ));
             }
             PublicKey::Rsa { n, e }
         }
         other => {
-            return Err(Error::malformed("TPMT_PUBLIC", format!("type {other:#x} not supported")));
+            return Err(Error::malformed(
+                "TPMT_PUBLIC",
+                format!("type {other:#x} not supported"),
+            ));
         }
     };
     r.finish()?;

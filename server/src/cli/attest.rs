@@ -10,9 +10,7 @@ use clap::{Args, Subcommand, ValueEnum};
 use confidant_attest::attester::{self, BoundData, Choice};
 use confidant_attest::snp::SnpEvidence;
 use confidant_attest::tpm::EnrolledAk;
-use confidant_attest::{
-    Evidence, EvidenceBundle, ExpectedReportData, Policy, UnixTime, Verifier,
-};
+use confidant_attest::{Evidence, EvidenceBundle, ExpectedReportData, Policy, UnixTime, Verifier};
 
 /// Largest evidence, certificate or collateral file read.
 const MAX_FILE: usize = 1024 * 1024;
@@ -114,13 +112,17 @@ fn read(path: &Path) -> Result<Vec<u8>, Usage> {
         .read_to_end(&mut buf)
         .map_err(|e| Usage(format!("{}: {e}", path.display())))?;
     if buf.len() > MAX_FILE {
-        return Err(Usage(format!("{}: larger than {MAX_FILE} bytes", path.display())));
+        return Err(Usage(format!(
+            "{}: larger than {MAX_FILE} bytes",
+            path.display()
+        )));
     }
     Ok(buf)
 }
 
 fn need<'a>(p: &'a Option<PathBuf>, flag: &str) -> Result<&'a Path, Usage> {
-    p.as_deref().ok_or_else(|| Usage(format!("{flag} is required for this --kind")))
+    p.as_deref()
+        .ok_or_else(|| Usage(format!("{flag} is required for this --kind")))
 }
 
 pub fn run(cmd: AttestCmd) -> anyhow::Result<ExitCode> {
@@ -171,9 +173,15 @@ fn verify(a: VerifyArgs) -> Result<ExitCode, Usage> {
             let q = read(need(&a.quote, "--quote")?)?;
             let c = read(need(&a.collateral, "--collateral")?)?;
             let ev = if a.kind == Kind::Tdx {
-                Evidence::Tdx { quote: &q, collateral: &c }
+                Evidence::Tdx {
+                    quote: &q,
+                    collateral: &c,
+                }
             } else {
-                Evidence::Sgx { quote: &q, collateral: &c }
+                Evidence::Sgx {
+                    quote: &q,
+                    collateral: &c,
+                }
             };
             verifier.appraise(&ev, &expected, at)
         }
@@ -189,10 +197,19 @@ fn verify(a: VerifyArgs) -> Result<ExitCode, Usage> {
             let quote = match EvidenceBundle::from_json(&raw) {
                 Ok(EvidenceBundle::Tpm { quote, .. }) => Ok(quote),
                 Ok(_) => Err("evidence file does not hold TPM evidence".to_string()),
-                Err(_) => serde_json::from_slice(&raw).map_err(|e| format!("malformed TPM evidence: {e}")),
+                Err(_) => {
+                    serde_json::from_slice(&raw).map_err(|e| format!("malformed TPM evidence: {e}"))
+                }
             };
             match quote {
-                Ok(q) => verifier.appraise(&Evidence::Tpm { quote: &q, ak: ak.as_ref() }, &expected, at),
+                Ok(q) => verifier.appraise(
+                    &Evidence::Tpm {
+                        quote: &q,
+                        ak: ak.as_ref(),
+                    },
+                    &expected,
+                    at,
+                ),
                 Err(reason) => Err(confidant_attest::Rejection {
                     authentic: false,
                     reasons: vec![reason],
@@ -207,7 +224,9 @@ fn verify(a: VerifyArgs) -> Result<ExitCode, Usage> {
         Err(r) => (false, r.authentic, r.reasons, r.claims),
     };
     if matches!(expected, ExpectedReportData::NotCheckedInspectionOnly) && accepted {
-        reasons.push("REPORT_DATA not checked (no --report-data): freshness and key binding unproven".into());
+        reasons.push(
+            "REPORT_DATA not checked (no --report-data): freshness and key binding unproven".into(),
+        );
     }
     if a.json {
         let v = serde_json::json!({
@@ -218,7 +237,10 @@ fn verify(a: VerifyArgs) -> Result<ExitCode, Usage> {
         });
         println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
     } else {
-        println!("verdict: {}", if accepted { "accepted" } else { "rejected" });
+        println!(
+            "verdict: {}",
+            if accepted { "accepted" } else { "rejected" }
+        );
         println!("authentic: {authentic}");
         for r in &reasons {
             println!("reason: {r}");
