@@ -172,7 +172,7 @@ pub struct Rejection {
     /// Every reason, most fundamental first.
     pub reasons: Vec<String>,
     /// Claims, when the evidence was authentic.
-    pub claims: Option<Claims>,
+    pub claims: Option<Box<Claims>>,
 }
 
 /// The REPORT_DATA (or TPM nonce) the evidence must carry.

@@ -168,7 +168,7 @@ impl Verifier {
             Err(Rejection {
                 authentic: true,
                 reasons,
-                claims: Some(claims),
+                claims: Some(Box::new(claims)),
             })
         }
     }

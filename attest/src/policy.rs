@@ -563,7 +563,7 @@ impl Policy {
                         if claims.debug { "yes" } else { "no" }
                     ),
                 );
-                let ok = p.accepted_tcb_statuses.iter().any(|s| *s == d.tcb_status);
+                let ok = p.accepted_tcb_statuses.contains(&d.tcb_status);
                 rule(
                     &format!("{sect}.tcb_status"),
                     ok,

@@ -221,7 +221,7 @@ fn verify(a: VerifyArgs) -> Result<ExitCode, Usage> {
 
     let (accepted, authentic, mut reasons, claims) = match outcome {
         Ok(v) => (true, true, Vec::new(), Some(v.into_inner())),
-        Err(r) => (false, r.authentic, r.reasons, r.claims),
+        Err(r) => (false, r.authentic, r.reasons, r.claims.map(|c| *c)),
     };
     if matches!(expected, ExpectedReportData::NotCheckedInspectionOnly) && accepted {
         reasons.push(
