@@ -124,7 +124,7 @@ impl Swtpm {
     }
     fn ek_ca(&self) -> Vec<u8> {
         let pem = std::fs::read(self.dir.path().join("localca/issuercert.pem")).unwrap();
-        confidant_attest::tpm::cert_der_for_tests(&pem)
+        confidant_attest::tpm::certificate_der(&pem).expect("EK CA certificate")
     }
 }
 

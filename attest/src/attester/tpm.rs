@@ -11,7 +11,6 @@ use tss_esapi::handles::KeyHandle;
 use tss_esapi::interface_types::algorithm::{HashingAlgorithm, SignatureSchemeAlgorithm};
 use tss_esapi::interface_types::ecc::EccCurve;
 use tss_esapi::interface_types::key_bits::RsaKeyBits;
-use tss_esapi::interface_types::resource_handles::Hierarchy;
 use tss_esapi::interface_types::session_handles::{AuthSession, PolicySession};
 use tss_esapi::structures::{
     Data, EncryptedSecret, IdObject, PcrSelectionListBuilder, PcrSlot, Private, Public,
@@ -243,11 +242,6 @@ impl TpmAttester {
         self.ctx
             .execute_with_nullauth_session(|ctx| ctx.pcr_extend(handle, vals))
             .map_err(err)
-    }
-
-    #[allow(dead_code)]
-    fn _hierarchy() -> Hierarchy {
-        Hierarchy::Endorsement
     }
 }
 

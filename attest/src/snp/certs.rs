@@ -180,8 +180,8 @@ pub struct VekInfo {
     pub hwid: Option<Vec<u8>>,
     /// csp_id (VLEK only).
     pub csp_id: Option<String>,
-    /// The P-384 public key (SEC1).
-    pub public_key: p384::ecdsa::VerifyingKey,
+    /// The P-384 public key, SEC1 uncompressed (checked to be on the curve).
+    pub public_key_sec1: Vec<u8>,
 }
 
 fn spl(value: &[u8], name: &str) -> Result<u8> {
@@ -211,9 +211,15 @@ pub fn read_vek(cert: &Certificate) -> Result<VekInfo> {
             "subject key is not ECDSA P-384 (#57230 chapter 3)",
         ));
     }
-    let public_key =
-        p384::ecdsa::VerifyingKey::from_sec1_bytes(spki.subject_public_key.raw_bytes())
-            .map_err(|_| Error::malformed("VEK certificate", "invalid P-384 point"))?;
+    let public_key_sec1 = spki.subject_public_key.raw_bytes().to_vec();
+    if public_key_sec1.first() != Some(&0x04)
+        || p384::ecdsa::VerifyingKey::from_sec1_bytes(&public_key_sec1).is_err()
+    {
+        return Err(Error::malformed(
+            "VEK certificate",
+            "invalid uncompressed P-384 point",
+        ));
+    }
     let mut product = None;
     let (mut bl, mut tee, mut snp, mut ucode, mut fmc) = (None, None, None, None, None);
     let mut hwid = None;
@@ -299,6 +305,6 @@ pub fn read_vek(cert: &Certificate) -> Result<VekInfo> {
         tcb,
         hwid,
         csp_id,
-        public_key,
+        public_key_sec1,
     })
 }

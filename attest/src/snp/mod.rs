@@ -11,7 +11,6 @@ mod report;
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use p384::ecdsa::signature::Verifier as _;
 use sha2::{Digest, Sha256};
 use x509_cert::Certificate;
 
@@ -277,12 +276,17 @@ impl SnpVerifier {
 
         // Table 23 SIGNATURE: ECDSA P-384 over bytes 0h-29Fh with SHA-384, on
         // the raw bytes received (never on a re-encoding).
+        // (ring: fixed-size big-endian r || s, range-checked.)
         let (r, s) = report.signature_rs();
-        let sig = p384::ecdsa::Signature::from_scalars(r, s)
-            .map_err(|_| Error::Signature("SNP report signature R/S out of range".into()))?;
-        info.public_key
-            .verify(report.signed_bytes(), &sig)
-            .map_err(|_| Error::Signature(format!("SNP report is not signed by this {what}")))?;
+        let mut rs = [0u8; 96];
+        rs[..48].copy_from_slice(&r);
+        rs[48..].copy_from_slice(&s);
+        ring::signature::UnparsedPublicKey::new(
+            &ring::signature::ECDSA_P384_SHA384_FIXED,
+            &info.public_key_sec1,
+        )
+        .verify(report.signed_bytes(), &rs)
+        .map_err(|_| Error::Signature(format!("SNP report is not signed by this {what}")))?;
 
         // #57230 Table "VCEK extensions": the SPLs the VEK was derived for must
         // be the report's REPORTED_TCB (the TCB the firmware derived the key from).

@@ -18,9 +18,9 @@ use sha2::{Digest, Sha256};
 pub(crate) use credential::cert_to_der;
 pub use credential::{CredentialChallenge, EnrolledAk, Enrolment};
 
-/// PEM or DER certificate to DER (for EK CA files handed to [`Enrolment::start`]).
-pub fn cert_der_for_tests(bytes: &[u8]) -> Vec<u8> {
-    cert_to_der(bytes).unwrap_or_default()
+/// A PEM or DER certificate as DER (EK CA certificates for [`Enrolment::start`]).
+pub fn certificate_der(bytes: &[u8]) -> Result<Vec<u8>> {
+    cert_to_der(bytes)
 }
 
 use crate::claims::{Claims, Detail, Hex, TeeKind};
