@@ -276,13 +276,13 @@ impl SnpVerifier {
 
         // Table 23 SIGNATURE: ECDSA P-384 over bytes 0h-29Fh with SHA-384, on
         // the raw bytes received (never on a re-encoding).
-        // (ring: fixed-size big-endian r || s, range-checked.)
+        // (aws-lc-rs: fixed-size big-endian r || s, range-checked.)
         let (r, s) = report.signature_rs();
         let mut rs = [0u8; 96];
         rs[..48].copy_from_slice(&r);
         rs[48..].copy_from_slice(&s);
-        ring::signature::UnparsedPublicKey::new(
-            &ring::signature::ECDSA_P384_SHA384_FIXED,
+        aws_lc_rs::signature::UnparsedPublicKey::new(
+            &aws_lc_rs::signature::ECDSA_P384_SHA384_FIXED,
             &info.public_key_sec1,
         )
         .verify(report.signed_bytes(), &rs)
