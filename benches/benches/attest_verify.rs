@@ -8,6 +8,7 @@
 //! * TPM: a P-256 AK quote over 8 SHA-256 PCRs, signed in software with the
 //!   exact TPMS_ATTEST/TPMT_SIGNATURE encoding a TPM produces (swtpm is not
 //!   started in a bench), verified against an enrolled-AK record.
+//! * Peer: the `sev` crate verifying the same SNP vector (full chain each call).
 
 use std::collections::BTreeMap;
 
@@ -116,6 +117,23 @@ fn bench(c: &mut Criterion) {
     c.bench_function("attest_verify/snp_cached_chain", |b| {
         b.iter(|| v.verify(&snp, &exp, today).unwrap())
     });
+
+    // Peer, same run: the `sev` crate's own chain + report verification
+    // (RustCrypto P-384, chain re-verified on every call, no dates, no
+    // endorsement checks).
+    {
+        use sev::certs::snp::{Chain, Verifiable, builtin::milan, ca};
+        use sev::parser::ByteParser;
+        let chain = Chain {
+            ca: ca::Chain { ark: milan::ark().unwrap(), ask: milan::ask().unwrap() },
+            vek: sev::certs::snp::Certificate::from_der(&vcek).unwrap(),
+        };
+        let r = sev::firmware::guest::AttestationReport::from_bytes(&report).unwrap();
+        (&chain, &r).verify().expect("sev crate verifies the vector");
+        c.bench_function("attest_verify/peer_sev_crate_snp", |b| {
+            b.iter(|| (&chain, &r).verify().unwrap())
+        });
+    }
 
     let quote = read("tdx/dcap-sample-v4/quote.bin");
     let coll = read("tdx/dcap-sample-v4/collateral.json");
