@@ -125,11 +125,16 @@ fn bench(c: &mut Criterion) {
         use sev::certs::snp::{Chain, Verifiable, builtin::milan, ca};
         use sev::parser::ByteParser;
         let chain = Chain {
-            ca: ca::Chain { ark: milan::ark().unwrap(), ask: milan::ask().unwrap() },
+            ca: ca::Chain {
+                ark: milan::ark().unwrap(),
+                ask: milan::ask().unwrap(),
+            },
             vek: sev::certs::snp::Certificate::from_der(&vcek).unwrap(),
         };
         let r = sev::firmware::guest::AttestationReport::from_bytes(&report).unwrap();
-        (&chain, &r).verify().expect("sev crate verifies the vector");
+        (&chain, &r)
+            .verify()
+            .expect("sev crate verifies the vector");
         c.bench_function("attest_verify/peer_sev_crate_snp", |b| {
             b.iter(|| (&chain, &r).verify().unwrap())
         });
