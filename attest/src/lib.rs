@@ -28,6 +28,7 @@
 
 pub mod attester;
 mod binding;
+mod bounded;
 mod claims;
 mod error;
 mod evidence;

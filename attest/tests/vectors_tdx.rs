@@ -227,3 +227,16 @@ fn tdx_raw(
         at,
     )
 }
+
+#[test]
+fn smt_platform_is_refused_when_policy_forbids_smt() {
+    let strict = Verifier::new(Policy::from_toml("[tdx]\nallow_smt = false\n").unwrap()).unwrap();
+    let rej = tdx(&strict, "tdx/dcap-sample-v4", 1_751_000_000).expect_err("SMT refused");
+    assert!(rej.authentic);
+    assert!(
+        rej.reasons.iter().any(|r| r.starts_with("tdx.smt")),
+        "{:?}",
+        rej.reasons
+    );
+    tdx(&verifier(), "tdx/dcap-sample-v4", 1_751_000_000).expect("SMT allowed by default");
+}

@@ -42,14 +42,14 @@ fn read_attr(path: &Path) -> Result<Vec<u8>> {
     // configfs creates an entry's attributes with its directory; a test
     // fixture standing in for the kernel may lag a little, so retry briefly.
     for _ in 0..100 {
-        match crate::policy::read_bounded(path, MAX_BLOB) {
+        match crate::bounded::read_bounded(path, MAX_BLOB) {
             Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
                 std::thread::sleep(std::time::Duration::from_millis(5));
             }
             other => return other,
         }
     }
-    crate::policy::read_bounded(path, MAX_BLOB)
+    crate::bounded::read_bounded(path, MAX_BLOB)
 }
 
 fn read_u64(path: &Path) -> Result<u64> {

@@ -20,6 +20,7 @@
 //! [tdx]
 //! accepted_tcb_statuses = ["UpToDate"]
 //! allow_debug = false
+//! allow_smt = true
 //! rejected_advisories = ["INTEL-SA-00837"]
 //! max_collateral_age_seconds = 2592000
 //! measurements.mrtd = ["<96 hex chars>"]
@@ -32,14 +33,15 @@
 //! Unknown keys are errors: a misspelt rule must not silently vanish.
 //! Measurements are checked for length when the policy is loaded.
 
+mod appraise;
+
 use std::collections::BTreeMap;
 use std::path::Path;
 
 use serde::Deserialize;
 
-use crate::claims::{Claims, Detail, ExpectedReportData, RuleOutcome, TeeKind};
+use crate::claims::TeeKind;
 use crate::snp::TcbVersion;
-use crate::time::UnixTime;
 use crate::{Error, Result};
 
 /// Largest policy file accepted.
@@ -91,6 +93,7 @@ struct FileSnp {
 struct FileDcap {
     accepted_tcb_statuses: Option<Vec<String>>,
     allow_debug: Option<bool>,
+    allow_smt: Option<bool>,
     #[serde(default)]
     rejected_advisories: Vec<String>,
     max_collateral_age_seconds: Option<u64>,
@@ -151,6 +154,9 @@ pub struct DcapRules {
     pub accepted_tcb_statuses: Vec<String>,
     /// Accept debug TDs / enclaves (default false).
     pub allow_debug: bool,
+    /// Accept platforms whose PCK certificate says SMT is enabled (default true).
+    /// Migratable TDs are always refused (dcap-qvl), whatever the policy.
+    pub allow_smt: bool,
     /// Advisories that refuse the evidence whatever the status.
     pub rejected_advisories: Vec<String>,
     /// Oldest collateral accepted, seconds since its latest issue date (0: not checked).
@@ -192,6 +198,7 @@ impl Default for DcapRules {
         DcapRules {
             accepted_tcb_statuses: vec!["UpToDate".into()],
             allow_debug: false,
+            allow_smt: true,
             rejected_advisories: Vec::new(),
             max_collateral_age_seconds: 0,
             measurements: BTreeMap::new(),
@@ -279,6 +286,7 @@ fn dcap_rules(section: &str, f: FileDcap, names: &[&str]) -> Result<DcapRules> {
     Ok(DcapRules {
         accepted_tcb_statuses: statuses,
         allow_debug: f.allow_debug.unwrap_or(false),
+        allow_smt: f.allow_smt.unwrap_or(true),
         rejected_advisories: f.rejected_advisories,
         max_collateral_age_seconds: f.max_collateral_age_seconds.unwrap_or(0),
         measurements: measurements(section, f.measurements, &|n| {
@@ -296,7 +304,7 @@ impl Policy {
 
     /// Load a policy file; `ek_ca_files` are resolved relative to it.
     pub fn load(path: &Path) -> Result<Self> {
-        let text = read_bounded(path, MAX_POLICY_LEN)?;
+        let text = crate::bounded::read_bounded(path, MAX_POLICY_LEN)?;
         let text = String::from_utf8(text)
             .map_err(|_| Error::Policy(format!("{} is not UTF-8", path.display())))?;
         Self::parse(&text, Some(path.parent().unwrap_or(Path::new("."))))
@@ -364,7 +372,7 @@ impl Policy {
                 Error::Policy("ek_ca_files needs Policy::load (paths are file-relative)".into())
             })?;
             for p in &f.tpm.ek_ca_files {
-                let bytes = read_bounded(&dir.join(p), 64 * 1024)?;
+                let bytes = crate::bounded::read_bounded(&dir.join(p), 64 * 1024)?;
                 ek_cas_der.push(crate::tpm::cert_to_der(&bytes)?);
             }
         }
@@ -394,256 +402,4 @@ impl Policy {
         }
         self
     }
-
-    /// Appraise authentic claims; one outcome per rule.
-    pub(crate) fn appraise(
-        &self,
-        claims: &Claims,
-        expected_kind: Option<TeeKind>,
-        expected: &ExpectedReportData,
-        at: UnixTime,
-    ) -> Vec<RuleOutcome> {
-        let mut out = Vec::new();
-        let mut rule = |rule: &str, pass: bool, detail: String| {
-            out.push(RuleOutcome {
-                rule: rule.to_string(),
-                pass,
-                detail,
-            })
-        };
-        if let Some(k) = expected_kind {
-            rule(
-                "tee",
-                claims.tee == k,
-                if claims.tee == k {
-                    format!("{k} evidence")
-                } else {
-                    format!(
-                        "wrong TEE type: {} evidence where {k} is expected",
-                        claims.tee
-                    )
-                },
-            );
-        }
-        let accepted = self.tees.contains(&claims.tee);
-        rule(
-            "tee.accepted",
-            accepted,
-            format!(
-                "{} {} by policy",
-                claims.tee,
-                if accepted { "accepted" } else { "not accepted" }
-            ),
-        );
-        match expected {
-            ExpectedReportData::Exact(want) => {
-                let ok = claims.report_data.as_bytes() == want.as_slice();
-                rule(
-                    "report_data",
-                    ok,
-                    if ok {
-                        "equals the expected value".into()
-                    } else {
-                        mismatch(claims, want)
-                    },
-                );
-            }
-            ExpectedReportData::Challenge {
-                report_data,
-                issued_at,
-            } => {
-                let ok = claims.report_data.as_bytes() == report_data.as_slice();
-                rule(
-                    "report_data",
-                    ok,
-                    if ok {
-                        "equals the expected value".into()
-                    } else {
-                        mismatch(claims, report_data)
-                    },
-                );
-                if self.max_age_seconds > 0 {
-                    let age = at.as_secs().saturating_sub(issued_at.as_secs());
-                    rule(
-                        "freshness",
-                        age <= self.max_age_seconds && *issued_at <= at,
-                        format!(
-                            "challenge is {age} s old, at most {} s allowed",
-                            self.max_age_seconds
-                        ),
-                    );
-                }
-            }
-            ExpectedReportData::NotCheckedInspectionOnly => {}
-        }
-        let check_measurements =
-            |rule: &mut dyn FnMut(&str, bool, String),
-             sect: &str,
-             m: &BTreeMap<String, Vec<Measurement>>| {
-                for (name, allowed) in m {
-                    let got = claims.measurements.get(name);
-                    let ok = match got {
-                        Some(v) => allowed.is_empty() || allowed.iter().any(|a| a.0 == v.0),
-                        None => false,
-                    };
-                    let got_s = got
-                        .map(|g| g.to_string())
-                        .unwrap_or_else(|| "absent".into());
-                    rule(
-                        &format!("{sect}.{name}"),
-                        ok,
-                        if ok {
-                            format!("{got_s} is allowed")
-                        } else {
-                            format!("{got_s} is not an allowed value")
-                        },
-                    );
-                }
-            };
-        match &claims.detail {
-            Detail::Snp(d) => {
-                let p = &self.snp;
-                rule(
-                    "snp.debug",
-                    !claims.debug || p.allow_debug,
-                    format!(
-                        "guest POLICY.DEBUG is {}; policy {} debug guests",
-                        if claims.debug { "set" } else { "clear" },
-                        if p.allow_debug { "allows" } else { "refuses" }
-                    ),
-                );
-                rule(
-                    "snp.migration_agent",
-                    !d.policy_migrate_ma || p.allow_migration_agent,
-                    format!("POLICY.MIGRATE_MA is {}", d.policy_migrate_ma),
-                );
-                rule(
-                    "snp.smt",
-                    !d.smt_enabled || p.allow_smt,
-                    format!("PLATFORM_INFO.SMT_EN is {}", d.smt_enabled),
-                );
-                rule(
-                    "snp.vmpl",
-                    d.vmpl <= p.max_vmpl,
-                    format!("VMPL {} (at most {})", d.vmpl, p.max_vmpl),
-                );
-                rule(
-                    "snp.signing_key",
-                    d.signing_key == crate::snp::VekKind::Vcek || p.allow_vlek,
-                    format!("signed by a {}", d.signing_key.name()),
-                );
-                rule(
-                    "snp.min_tcb",
-                    d.reported_tcb.meets(&p.min_tcb),
-                    format!("REPORTED_TCB {:?}, minimum {:?}", d.reported_tcb, p.min_tcb),
-                );
-                rule(
-                    "snp.guest_svn",
-                    d.guest_svn >= p.min_guest_svn,
-                    format!("GUEST_SVN {} (minimum {})", d.guest_svn, p.min_guest_svn),
-                );
-                check_measurements(&mut rule, "snp", &p.measurements);
-            }
-            Detail::Dcap(d) => {
-                let (sect, p) = if claims.tee == TeeKind::Sgx {
-                    ("sgx", &self.sgx)
-                } else {
-                    ("tdx", &self.tdx)
-                };
-                rule(
-                    &format!("{sect}.debug"),
-                    !claims.debug || p.allow_debug,
-                    format!(
-                        "{} {}",
-                        if sect == "tdx" {
-                            "debug TD:"
-                        } else {
-                            "debug enclave:"
-                        },
-                        if claims.debug { "yes" } else { "no" }
-                    ),
-                );
-                let ok = p.accepted_tcb_statuses.contains(&d.tcb_status);
-                rule(
-                    &format!("{sect}.tcb_status"),
-                    ok,
-                    format!(
-                        "TCB status {} (advisories: {}); accepted: {}",
-                        d.tcb_status,
-                        if d.advisory_ids.is_empty() {
-                            "none".to_string()
-                        } else {
-                            d.advisory_ids.join(", ")
-                        },
-                        p.accepted_tcb_statuses.join(", ")
-                    ),
-                );
-                let bad: Vec<_> = d
-                    .advisory_ids
-                    .iter()
-                    .filter(|a| p.rejected_advisories.contains(a))
-                    .cloned()
-                    .collect();
-                if !p.rejected_advisories.is_empty() {
-                    rule(
-                        &format!("{sect}.advisories"),
-                        bad.is_empty(),
-                        format!("refused advisories present: {}", bad.join(", ")),
-                    );
-                }
-                if p.max_collateral_age_seconds > 0 {
-                    let age = at.as_secs().saturating_sub(d.collateral_issued);
-                    rule(
-                        &format!("{sect}.collateral_age"),
-                        age <= p.max_collateral_age_seconds,
-                        format!(
-                            "collateral is {age} s old, at most {} s",
-                            p.max_collateral_age_seconds
-                        ),
-                    );
-                }
-                check_measurements(&mut rule, sect, &p.measurements);
-            }
-            Detail::Tpm(_) => {
-                check_measurements(&mut rule, "tpm", &self.tpm.measurements);
-            }
-            Detail::InsecureDev { .. } => {
-                tracing::warn!("appraising evidence from the INSECURE dev attester");
-            }
-        }
-        out
-    }
-}
-
-fn mismatch(claims: &Claims, want: &[u8]) -> String {
-    if claims.tee == TeeKind::Tpm {
-        format!(
-            "nonce mismatch: quote extraData is {}, expected {} (replayed or foreign quote)",
-            claims.report_data,
-            hex::encode(want)
-        )
-    } else {
-        format!(
-            "evidence is bound to {}, expected {}",
-            claims.report_data,
-            hex::encode(want)
-        )
-    }
-}
-
-pub(crate) fn read_bounded(path: &Path, max: usize) -> Result<Vec<u8>> {
-    use std::io::Read;
-    let f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
-    let mut buf = Vec::new();
-    f.take(max as u64 + 1)
-        .read_to_end(&mut buf)
-        .map_err(|e| Error::io(path, e))?;
-    if buf.len() > max {
-        return Err(Error::TooLarge {
-            what: "file",
-            len: buf.len(),
-            max,
-        });
-    }
-    Ok(buf)
 }
