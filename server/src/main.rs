@@ -33,6 +33,11 @@ enum Command {
         #[command(subcommand)]
         cmd: cli::model::ModelCmd,
     },
+    /// Produce and verify attestation evidence
+    Attest {
+        #[command(subcommand)]
+        cmd: cli::attest::AttestCmd,
+    },
 }
 
 fn main() -> ExitCode {
@@ -43,6 +48,7 @@ fn main() -> ExitCode {
         Command::Generate(a) => cli::generate::run(a),
         Command::Kek { cmd } => cli::kek::run(cmd),
         Command::Model { cmd } => cli::model::run(cmd),
+        Command::Attest { cmd } => cli::attest::run(cmd),
     };
     match result {
         Ok(code) => code,

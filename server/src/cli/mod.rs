@@ -1,5 +1,6 @@
 //! One module per `confidant` subcommand.
 
+pub mod attest;
 pub mod generate;
 pub mod kek;
 pub mod model;

@@ -1,0 +1,264 @@
+//! TPM 2.0 attester through tss-esapi 7.x: EK (RSA-2048, template L-1), an
+//! ECC P-256 AK under it, credential activation, quotes over SHA-256 PCRs.
+
+use std::str::FromStr;
+
+use tss_esapi::Context;
+use tss_esapi::abstraction::{AsymmetricAlgorithmSelection, ak, ek, pcr};
+use tss_esapi::attributes::SessionAttributesBuilder;
+use tss_esapi::constants::SessionType;
+use tss_esapi::handles::KeyHandle;
+use tss_esapi::interface_types::algorithm::{HashingAlgorithm, SignatureSchemeAlgorithm};
+use tss_esapi::interface_types::ecc::EccCurve;
+use tss_esapi::interface_types::key_bits::RsaKeyBits;
+use tss_esapi::interface_types::session_handles::{AuthSession, PolicySession};
+use tss_esapi::structures::{
+    Data, EncryptedSecret, IdObject, PcrSelectionListBuilder, PcrSlot, Private, Public,
+    SignatureScheme, SymmetricDefinition,
+};
+use tss_esapi::tcti_ldr::TctiNameConf;
+use tss_esapi::traits::Marshall;
+
+use crate::claims::Hex;
+use crate::tpm::{CredentialChallenge, TpmQuote};
+use crate::{Error, EvidenceBundle, Result};
+
+fn err(e: impl std::fmt::Display) -> Error {
+    Error::Attester {
+        attester: "tpm",
+        detail: e.to_string(),
+    }
+}
+
+/// An AK created under the EK: its public area and wrapped private part.
+#[derive(Debug, Clone)]
+pub struct TpmKeys {
+    public: Public,
+    private: Private,
+}
+
+impl TpmKeys {
+    /// Marshalled TPMT_PUBLIC of the AK (what the verifier enrols).
+    pub fn public_bytes(&self) -> Result<Vec<u8>> {
+        self.public.marshall().map_err(err)
+    }
+}
+
+/// TPM attester.
+pub struct TpmAttester {
+    ctx: Context,
+    keys: Option<TpmKeys>,
+    /// PCRs quoted by [`super::Attester::evidence`] (SHA-256 bank).
+    pub pcrs: Vec<u8>,
+}
+
+impl std::fmt::Debug for TpmAttester {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TpmAttester")
+            .field("pcrs", &self.pcrs)
+            .finish_non_exhaustive()
+    }
+}
+
+fn slot(i: u8) -> Result<PcrSlot> {
+    PcrSlot::try_from(1u32.checked_shl(i as u32).unwrap_or(0)).map_err(err)
+}
+
+impl TpmAttester {
+    /// Open the TPM at `tcti` (`device:/dev/tpmrm0`, `swtpm:port=2321`, ...).
+    pub fn open(tcti: &str) -> Result<Self> {
+        let conf = TctiNameConf::from_str(tcti).map_err(err)?;
+        let ctx = Context::new(conf).map_err(err)?;
+        Ok(TpmAttester {
+            ctx,
+            keys: None,
+            pcrs: (0..8).collect(),
+        })
+    }
+
+    fn ek(&mut self) -> Result<KeyHandle> {
+        ek::create_ek_object_2(
+            &mut self.ctx,
+            AsymmetricAlgorithmSelection::Rsa(RsaKeyBits::Rsa2048),
+            None,
+        )
+        .map_err(err)
+    }
+
+    /// The RSA-2048 EK certificate (NV index 0x01c00002).
+    pub fn ek_certificate(&mut self) -> Result<Vec<u8>> {
+        ek::retrieve_ek_pubcert(
+            &mut self.ctx,
+            AsymmetricAlgorithmSelection::Rsa(RsaKeyBits::Rsa2048),
+        )
+        .map_err(err)
+    }
+
+    /// Create a new ECC P-256 ECDSA AK under the EK and use it from now on.
+    pub fn create_ak(&mut self) -> Result<TpmKeys> {
+        let ek = self.ek()?;
+        let r = ak::create_ak_2(
+            &mut self.ctx,
+            ek,
+            HashingAlgorithm::Sha256,
+            AsymmetricAlgorithmSelection::Ecc(EccCurve::NistP256),
+            SignatureSchemeAlgorithm::EcDsa,
+            None,
+            None,
+        );
+        let _ = self.ctx.flush_context(ek.into());
+        let r = r.map_err(err)?;
+        let keys = TpmKeys {
+            public: r.out_public,
+            private: r.out_private,
+        };
+        self.keys = Some(keys.clone());
+        Ok(keys)
+    }
+
+    /// Use an AK created earlier.
+    pub fn use_ak(&mut self, keys: TpmKeys) {
+        self.keys = Some(keys);
+    }
+
+    fn load_ak(&mut self) -> Result<(KeyHandle, KeyHandle)> {
+        let keys = match &self.keys {
+            Some(k) => k.clone(),
+            None => self.create_ak()?,
+        };
+        let ek = self.ek()?;
+        match ak::load_ak(&mut self.ctx, ek, None, keys.private, keys.public) {
+            Ok(h) => Ok((ek, h)),
+            Err(e) => {
+                let _ = self.ctx.flush_context(ek.into());
+                Err(err(e))
+            }
+        }
+    }
+
+    /// TPM2_ActivateCredential with the current AK and the EK: returns the
+    /// secret the verifier sealed (TPM 2.0 Part 3, 12.5).
+    pub fn activate_credential(&mut self, ch: &CredentialChallenge) -> Result<Vec<u8>> {
+        let (ek, ak_h) = self.load_ak()?;
+        let r = self.activate_inner(ek, ak_h, ch);
+        let _ = self.ctx.flush_context(ak_h.into());
+        let _ = self.ctx.flush_context(ek.into());
+        r
+    }
+
+    fn activate_inner(
+        &mut self,
+        ek: KeyHandle,
+        ak_h: KeyHandle,
+        ch: &CredentialChallenge,
+    ) -> Result<Vec<u8>> {
+        let (attrs, mask) = SessionAttributesBuilder::new().build();
+        let start = |ctx: &mut Context, ty| -> Result<AuthSession> {
+            let s = ctx
+                .start_auth_session(
+                    None,
+                    None,
+                    None,
+                    ty,
+                    SymmetricDefinition::AES_128_CFB,
+                    HashingAlgorithm::Sha256,
+                )
+                .map_err(err)?
+                .ok_or_else(|| err("no session"))?;
+            ctx.tr_sess_set_attributes(s, attrs, mask).map_err(err)?;
+            Ok(s)
+        };
+        let hmac = start(&mut self.ctx, SessionType::Hmac)?;
+        let policy = start(&mut self.ctx, SessionType::Policy)?;
+        // The EK's authPolicy is PolicySecret(TPM_RH_ENDORSEMENT) (EK profile, template L-1).
+        let policy_session = PolicySession::try_from(policy).map_err(err)?;
+        self.ctx
+            .execute_with_session(Some(hmac), |ctx| {
+                ctx.policy_secret(
+                    policy_session,
+                    tss_esapi::handles::AuthHandle::Endorsement,
+                    Default::default(),
+                    Default::default(),
+                    Default::default(),
+                    None,
+                )
+            })
+            .map_err(err)?;
+        self.ctx.set_sessions((Some(hmac), Some(policy), None));
+        let blob = IdObject::try_from(ch.credential_blob.as_bytes().to_vec()).map_err(err)?;
+        let secret =
+            EncryptedSecret::try_from(ch.encrypted_secret.as_bytes().to_vec()).map_err(err)?;
+        let r = self.ctx.activate_credential(ak_h, ek, blob, secret);
+        self.ctx.clear_sessions();
+        let _ = self
+            .ctx
+            .flush_context(tss_esapi::handles::SessionHandle::from(hmac).into());
+        let _ = self
+            .ctx
+            .flush_context(tss_esapi::handles::SessionHandle::from(policy).into());
+        Ok(r.map_err(err)?.value().to_vec())
+    }
+
+    /// TPM2_Quote over SHA-256 `pcrs` with `extra_data` as qualifying data.
+    pub fn quote(&mut self, extra_data: &[u8], pcrs: &[u8]) -> Result<TpmQuote> {
+        let slots = pcrs.iter().map(|&i| slot(i)).collect::<Result<Vec<_>>>()?;
+        let selection = PcrSelectionListBuilder::new()
+            .with_selection(HashingAlgorithm::Sha256, &slots)
+            .build()
+            .map_err(err)?;
+        let (ek, ak_h) = self.load_ak()?;
+        let _ = self.ctx.flush_context(ek.into());
+        let data = Data::try_from(extra_data.to_vec()).map_err(err)?;
+        let r = self.ctx.execute_with_nullauth_session(|ctx| {
+            ctx.quote(ak_h, data, SignatureScheme::Null, selection.clone())
+        });
+        let values = pcr::read_all(&mut self.ctx, selection);
+        let _ = self.ctx.flush_context(ak_h.into());
+        let (attest, sig) = r.map_err(err)?;
+        let values = values.map_err(err)?;
+        let mut out = std::collections::BTreeMap::new();
+        if let Some(bank) = values.pcr_bank(HashingAlgorithm::Sha256) {
+            for (s, d) in bank {
+                let idx = u32::from(*s).trailing_zeros() as u8;
+                out.insert(idx, Hex(d.value().to_vec()));
+            }
+        }
+        Ok(TpmQuote {
+            attest: Hex(attest.marshall().map_err(err)?),
+            signature: Hex(sig.marshall().map_err(err)?),
+            pcrs: out,
+        })
+    }
+
+    /// Extend SHA-256 PCR `index` with `digest` (for tests and measured boot tools).
+    pub fn pcr_extend(&mut self, index: u8, digest: &[u8; 32]) -> Result<()> {
+        use tss_esapi::structures::{Digest, DigestValues};
+        let mut vals = DigestValues::new();
+        vals.set(
+            HashingAlgorithm::Sha256,
+            Digest::try_from(digest.to_vec()).map_err(err)?,
+        );
+        let handle = tss_esapi::handles::PcrHandle::try_from(index as u32).map_err(err)?;
+        self.ctx
+            .execute_with_nullauth_session(|ctx| ctx.pcr_extend(handle, vals))
+            .map_err(err)
+    }
+}
+
+impl super::Attester for TpmAttester {
+    fn name(&self) -> String {
+        "tpm".into()
+    }
+    fn evidence(&mut self, data: &super::BoundData) -> Result<EvidenceBundle> {
+        let pcrs = self.pcrs.clone();
+        let quote = self.quote(&data.tpm_extra_data, &pcrs)?;
+        let ak_public = match &self.keys {
+            Some(k) => k.public_bytes()?,
+            None => return Err(err("no AK")),
+        };
+        Ok(EvidenceBundle::Tpm {
+            quote,
+            ak_public: Hex(ak_public),
+        })
+    }
+}
