@@ -345,6 +345,8 @@ struct Scheduler {
     waiting: VecDeque<Job>,
     running: Vec<Running>,
     kv_used: usize,
+    /// Logits of the last step, reused between steps.
+    logits: Vec<f32>,
 }
 
 impl Scheduler {
@@ -362,6 +364,7 @@ impl Scheduler {
             waiting: VecDeque::new(),
             running: Vec::new(),
             kv_used: 0,
+            logits: Vec::new(),
         }
     }
 
@@ -485,13 +488,15 @@ impl Scheduler {
         if steps.is_empty() {
             return;
         }
-        let result = self.model.forward(&mut steps);
+        let result = self.model.forward_into(&mut steps, &mut self.logits);
         drop(steps);
         self.stats.steps.fetch_add(1, Ordering::Relaxed);
         let mut done = vec![false; self.running.len()];
         match result {
-            Ok(logits) => {
-                for ((i, n), l) in idx.into_iter().zip(logits) {
+            Ok(rows) => {
+                let vocab = self.model.config().vocab_size;
+                let mut logits = std::mem::take(&mut self.logits);
+                for ((i, n), row) in idx.into_iter().zip(rows) {
                     let r = &mut self.running[i];
                     if r.fed < r.prompt_len() {
                         r.fed += n;
@@ -499,10 +504,11 @@ impl Scheduler {
                             .prompt_tokens
                             .fetch_add(n as u64, Ordering::Relaxed);
                     }
-                    if let Some(mut l) = l {
-                        done[i] = self.sample_one(i, &mut l);
+                    if let Some(row) = row {
+                        done[i] = self.sample_one(i, &mut logits[row * vocab..(row + 1) * vocab]);
                     }
                 }
+                self.logits = logits;
             }
             Err(e) => {
                 // A failed pass leaves the caches in an unknown state: fail

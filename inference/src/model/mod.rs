@@ -207,6 +207,23 @@ impl Model {
     /// Appends each step's tokens to its sequence, all in one batched pass
     /// where the backend can, and returns logits where asked.
     pub fn forward(&self, steps: &mut [Step<'_>]) -> Result<Vec<Option<Vec<f32>>>> {
+        let mut buf = Vec::new();
+        let rows = self.forward_into(steps, &mut buf)?;
+        let v = self.config.vocab_size;
+        Ok(rows
+            .into_iter()
+            .map(|r| r.map(|r| buf[r * v..(r + 1) * v].to_vec()))
+            .collect())
+    }
+
+    /// Like [`Model::forward`], but writes the requested logits into `logits`
+    /// (one row of `vocab_size` per step that asked, reusing the buffer's
+    /// allocation) and returns each step's row.
+    pub fn forward_into(
+        &self,
+        steps: &mut [Step<'_>],
+        logits: &mut Vec<f32>,
+    ) -> Result<Vec<Option<usize>>> {
         for s in steps.iter() {
             if s.seq.len() + s.tokens.len() > s.seq.capacity() {
                 return Err(Error::ContextLength {
@@ -239,23 +256,31 @@ impl Model {
                         prompt: s.prompt,
                     });
                 }
-                n.forward(&mut items)
+                n.forward(&mut items, logits)
             }
-            Backend::Candle(c) => steps
-                .iter_mut()
-                .map(|s| {
+            Backend::Candle(c) => {
+                logits.clear();
+                let mut rows = Vec::with_capacity(steps.len());
+                for s in steps.iter_mut() {
                     let Sequence::Candle(seq) = &mut *s.seq else {
                         return Err(Error::InvalidParameter(
                             "sequence belongs to another backend".into(),
                         ));
                     };
                     if s.tokens.is_empty() {
-                        return Ok(None);
+                        rows.push(None);
+                        continue;
                     }
                     let l = c.forward(seq, s.tokens)?;
-                    Ok(s.want_logits.then_some(l))
-                })
-                .collect(),
+                    if s.want_logits {
+                        rows.push(Some(logits.len() / self.config.vocab_size));
+                        logits.extend_from_slice(&l);
+                    } else {
+                        rows.push(None);
+                    }
+                }
+                Ok(rows)
+            }
         })
     }
 }

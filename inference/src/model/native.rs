@@ -95,6 +95,23 @@ pub struct NativeLlama {
     output_norm: Vec<f32>,
     output: QWeight,
     theta_scale: f32,
+    scratch: std::sync::Mutex<Buffers>,
+}
+
+/// Activation buffers of a forward pass, kept between passes.
+#[derive(Default)]
+struct Buffers {
+    x: Vec<f32>,
+    xn: Vec<f32>,
+    q: Vec<f32>,
+    k: Vec<f32>,
+    v: Vec<f32>,
+    att: Vec<f32>,
+    g: Vec<f32>,
+    u: Vec<f32>,
+    tmp: Vec<f32>,
+    acts: QuantActs,
+    rope: Vec<(f32, f32)>,
 }
 
 /// One sequence's key/value cache, allocated once for its whole length.
@@ -287,6 +304,7 @@ impl NativeLlama {
             output_norm,
             output,
             theta_scale,
+            scratch: Default::default(),
         })
     }
 
@@ -307,9 +325,14 @@ impl NativeLlama {
         &self.bytes[q.range.clone()]
     }
 
-    /// Runs all items' tokens through the model in one pass and returns the
-    /// last-token logits of the items that asked for them.
-    pub fn forward(&self, items: &mut [NativeItem<'_>]) -> Result<Vec<Option<Vec<f32>>>> {
+    /// Runs all items' tokens through the model in one pass. The last-token
+    /// logits of the items that asked for them are written to `logits` one
+    /// row of `vocab_size` after the other; the result gives each item's row.
+    pub fn forward(
+        &self,
+        items: &mut [NativeItem<'_>],
+        logits: &mut Vec<f32>,
+    ) -> Result<Vec<Option<usize>>> {
         let cfg = &self.cfg;
         let (d, hd) = (cfg.embedding_length, cfg.head_dim);
         let (nh, nkv) = (cfg.head_count, cfg.head_count_kv);
@@ -345,9 +368,35 @@ impl NativeLlama {
         if t_all == 0 {
             return Ok(items.iter().map(|_| None).collect());
         }
+        // Reused buffers: no allocation (and no page faults) per step.
+        let mut guard = self.scratch.lock().unwrap_or_else(|p| p.into_inner());
+        let Buffers {
+            x,
+            xn,
+            q,
+            k,
+            v,
+            att,
+            g,
+            u,
+            tmp,
+            acts,
+            rope,
+        } = &mut *guard;
+        let fit = |b: &mut Vec<f32>, n: usize| {
+            b.clear();
+            b.resize(n, 0.0);
+        };
+        fit(x, t_all * d);
+        fit(xn, t_all * d);
+        fit(q, t_all * d);
+        fit(k, t_all * kvd);
+        fit(v, t_all * kvd);
+        fit(att, t_all * d);
+        fit(g, t_all * ff);
+        fit(u, t_all * ff);
 
         // Embeddings.
-        let mut x = vec![0f32; t_all * d];
         let erb = self.embed.row_bytes();
         let emb = self.w(&self.embed);
         for (row, &tok) in x
@@ -361,7 +410,8 @@ impl NativeLlama {
         // Rotary tables per token, computed the way ggml does (θ multiplied
         // step by step in f32), so results track llama.cpp closely.
         let half_rope = cfg.rope_dimension_count / 2;
-        let mut rope = vec![(0f32, 0f32); t_all * half_rope];
+        rope.clear();
+        rope.resize(t_all * half_rope, (0.0, 0.0));
         for (t, &p) in tok_pos.iter().enumerate() {
             let mut theta = p as f32;
             for i in 0..half_rope {
@@ -370,19 +420,10 @@ impl NativeLlama {
             }
         }
 
-        let mut xn = vec![0f32; t_all * d];
-        let mut acts = QuantActs::default();
-        let mut q = vec![0f32; t_all * d];
-        let mut k = vec![0f32; t_all * kvd];
-        let mut v = vec![0f32; t_all * kvd];
-        let mut att = vec![0f32; t_all * d];
-        let mut g = vec![0f32; t_all * ff];
-        let mut u = vec![0f32; t_all * ff];
-        let mut tmp = Vec::new();
         let scale = 1.0 / (hd as f32).sqrt();
 
         for (li, layer) in self.layers.iter().enumerate() {
-            rms_norm(&x, &layer.attn_norm, cfg.rms_norm_eps, &mut xn);
+            rms_norm(x, &layer.attn_norm, cfg.rms_norm_eps, xn);
             acts.quantize(&xn, t_all, d);
             self.matmuls(
                 &acts,
@@ -391,7 +432,7 @@ impl NativeLlama {
                     (&layer.wk, &mut k[..]),
                     (&layer.wv, &mut v[..]),
                 ],
-                &mut tmp,
+                tmp,
             );
             for t in 0..t_all {
                 let r = &rope[t * half_rope..(t + 1) * half_rope];
@@ -443,20 +484,20 @@ impl NativeLlama {
                 });
             }
             acts.quantize(&att, t_all, d);
-            self.matmuls(&acts, &mut [(&layer.wo, &mut xn[..])], &mut tmp);
-            add_in_place(&mut x, &xn);
+            self.matmuls(&acts, &mut [(&layer.wo, &mut xn[..])], tmp);
+            add_in_place(x, xn);
 
-            rms_norm(&x, &layer.ffn_norm, cfg.rms_norm_eps, &mut xn);
+            rms_norm(x, &layer.ffn_norm, cfg.rms_norm_eps, xn);
             acts.quantize(&xn, t_all, d);
             self.matmuls(
                 &acts,
                 &mut [(&layer.gate, &mut g[..]), (&layer.up, &mut u[..])],
-                &mut tmp,
+                tmp,
             );
-            kernels::silu_mul(&mut g, &u);
+            kernels::silu_mul(g, u);
             acts.quantize(&g, t_all, ff);
-            self.matmuls(&acts, &mut [(&layer.down, &mut xn[..])], &mut tmp);
-            add_in_place(&mut x, &xn);
+            self.matmuls(&acts, &mut [(&layer.down, &mut xn[..])], tmp);
+            add_in_place(x, xn);
         }
 
         for it in items.iter_mut() {
@@ -472,12 +513,13 @@ impl NativeLlama {
                 last_rows.push(end - 1);
             }
         }
-        let mut results: Vec<Option<Vec<f32>>> = items.iter().map(|_| None).collect();
+        let mut results: Vec<Option<usize>> = items.iter().map(|_| None).collect();
         if last_rows.is_empty() {
             return Ok(results);
         }
         let n = last_rows.len();
-        let mut h = vec![0f32; n * d];
+        let h = xn;
+        fit(h, n * d);
         for (i, &r) in last_rows.iter().enumerate() {
             rms_norm(
                 &x[r * d..(r + 1) * d],
@@ -486,14 +528,15 @@ impl NativeLlama {
                 &mut h[i * d..(i + 1) * d],
             );
         }
-        acts.quantize(&h, n, d);
+        acts.quantize(h, n, d);
         let vocab = cfg.vocab_size;
-        let mut logits = vec![0f32; n * vocab];
-        self.matmuls(&acts, &mut [(&self.output, &mut logits[..])], &mut tmp);
-        let mut chunks = logits.chunks_exact(vocab);
+        fit(logits, n * vocab);
+        self.matmuls(acts, &mut [(&self.output, &mut logits[..])], tmp);
+        let mut row = 0;
         for (res, it) in results.iter_mut().zip(items.iter()) {
             if it.want_logits && !it.tokens.is_empty() {
-                *res = chunks.next().map(<[f32]>::to_vec);
+                *res = Some(row);
+                row += 1;
             }
         }
         Ok(results)
