@@ -424,9 +424,9 @@ impl NativeLlama {
 
         for (li, layer) in self.layers.iter().enumerate() {
             rms_norm(x, &layer.attn_norm, cfg.rms_norm_eps, xn);
-            acts.quantize(&xn, t_all, d);
+            acts.quantize(xn, t_all, d);
             self.matmuls(
-                &acts,
+                acts,
                 &mut [
                     (&layer.wq, &mut q[..]),
                     (&layer.wk, &mut k[..]),
@@ -483,20 +483,20 @@ impl NativeLlama {
                     });
                 });
             }
-            acts.quantize(&att, t_all, d);
-            self.matmuls(&acts, &mut [(&layer.wo, &mut xn[..])], tmp);
+            acts.quantize(att, t_all, d);
+            self.matmuls(acts, &mut [(&layer.wo, &mut xn[..])], tmp);
             add_in_place(x, xn);
 
             rms_norm(x, &layer.ffn_norm, cfg.rms_norm_eps, xn);
-            acts.quantize(&xn, t_all, d);
+            acts.quantize(xn, t_all, d);
             self.matmuls(
-                &acts,
+                acts,
                 &mut [(&layer.gate, &mut g[..]), (&layer.up, &mut u[..])],
                 tmp,
             );
             kernels::silu_mul(g, u);
-            acts.quantize(&g, t_all, ff);
-            self.matmuls(&acts, &mut [(&layer.down, &mut xn[..])], tmp);
+            acts.quantize(g, t_all, ff);
+            self.matmuls(acts, &mut [(&layer.down, &mut xn[..])], tmp);
             add_in_place(x, xn);
         }
 
