@@ -71,7 +71,7 @@ impl Default for LoadOptions {
 }
 
 enum Backend {
-    Native(NativeLlama),
+    Native(Box<NativeLlama>),
     Candle(CandleLlama),
 }
 
@@ -131,10 +131,10 @@ impl Model {
     pub fn load(g: &Gguf, opts: &LoadOptions) -> Result<Self> {
         let config = LlamaConfig::from_gguf(g)?;
         let backend = match opts.backend {
-            BackendKind::Native => Backend::Native(NativeLlama::load(g, &config)?),
+            BackendKind::Native => Backend::Native(Box::new(NativeLlama::load(g, &config)?)),
             BackendKind::Candle => Backend::Candle(CandleLlama::load(g)?),
             BackendKind::Auto => match NativeLlama::load(g, &config) {
-                Ok(n) => Backend::Native(n),
+                Ok(n) => Backend::Native(Box::new(n)),
                 Err(Error::Tensor { name, problem }) => {
                     tracing::info!(tensor = %name, %problem, "native kernels do not cover this model; using candle");
                     Backend::Candle(CandleLlama::load(g)?)
