@@ -72,7 +72,7 @@ impl Default for LoadOptions {
 
 enum Backend {
     Native(Box<NativeLlama>),
-    Candle(CandleLlama),
+    Candle(Box<CandleLlama>),
 }
 
 /// A loaded network: configuration, weights and the thread pool it runs on.
@@ -132,12 +132,12 @@ impl Model {
         let config = LlamaConfig::from_gguf(g)?;
         let backend = match opts.backend {
             BackendKind::Native => Backend::Native(Box::new(NativeLlama::load(g, &config)?)),
-            BackendKind::Candle => Backend::Candle(CandleLlama::load(g)?),
+            BackendKind::Candle => Backend::Candle(Box::new(CandleLlama::load(g)?)),
             BackendKind::Auto => match NativeLlama::load(g, &config) {
                 Ok(n) => Backend::Native(Box::new(n)),
                 Err(Error::Tensor { name, problem }) => {
                     tracing::info!(tensor = %name, %problem, "native kernels do not cover this model; using candle");
-                    Backend::Candle(CandleLlama::load(g)?)
+                    Backend::Candle(Box::new(CandleLlama::load(g)?))
                 }
                 Err(e) => return Err(e),
             },
