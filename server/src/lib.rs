@@ -1,9 +1,11 @@
 //! The Confidant server: an OpenAI-compatible HTTP API over the inference
 //! engine, with health, readiness and Prometheus metrics.
-#![forbid(unsafe_code)]
+// Unsafe code is denied everywhere but `locked` (mmap/mlock/madvise).
+#![deny(unsafe_code)]
 
 pub mod api;
 pub mod config;
 pub mod loader;
+pub mod locked;
 pub mod metrics;
 pub mod state;
