@@ -260,7 +260,7 @@ enum FileKey {
 /// production root and targets keys belong in a token.
 pub struct FileSigner {
     key: FileKey,
-    public: PublicKey,
+    pub(crate) public: PublicKey,
 }
 
 impl std::fmt::Debug for FileSigner {

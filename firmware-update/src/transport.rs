@@ -52,7 +52,7 @@ impl Transport for FileTransport {
 }
 
 /// Decodes `%XX` escapes (file URLs built with [`crate::updater::quote`]).
-fn percent_decode(s: &str) -> String {
+pub(crate) fn percent_decode(s: &str) -> String {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
