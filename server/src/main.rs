@@ -23,6 +23,11 @@ enum Command {
     Serve(cli::serve::ServeArgs),
     /// Generate text once from the command line.
     Generate(cli::generate::GenerateArgs),
+    /// Install signed updates and maintain update repositories.
+    Update {
+        #[command(subcommand)]
+        cmd: cli::update::UpdateCmd,
+    },
 }
 
 fn main() -> ExitCode {
@@ -31,6 +36,7 @@ fn main() -> ExitCode {
     let result: anyhow::Result<ExitCode> = match cli.command {
         Command::Serve(a) => cli::serve::run(a),
         Command::Generate(a) => cli::generate::run(a),
+        Command::Update { cmd } => cli::update::run(cmd),
     };
     match result {
         Ok(code) => code,
