@@ -229,3 +229,16 @@ impl Device {
         (cur, meta, bytes)
     }
 }
+
+impl Device {
+    /// Installs what the repository's first release was (1.0.0) by copying
+    /// `seed`'s good install root and trusted metadata.
+    pub fn install_good_at_version(&self, _fx: &Fixture, seed: &Device) {
+        let status = std::process::Command::new("cp")
+            .args(["-a", &format!("{}/.", seed.root.display()), &self.root.display().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        assert_eq!(self.run_current(), "confidant 1.0.0");
+    }
+}
