@@ -9,6 +9,8 @@
                        serves REPO over HTTP on 127.0.0.1 and runs python-tuf's
                        ngclient from trusted root ROOT; downloads TARGET to OUT.
                        Prints the target's custom object as JSON.
+  serve DIR            serves DIR over HTTP on 127.0.0.1 (any free port),
+                       prints the port, serves until killed.
 """
 
 import datetime
@@ -124,6 +126,12 @@ def main() -> None:
         make_repo(*args)
     elif cmd == "consume":
         consume(*args)
+    elif cmd == "serve":
+        (directory,) = args
+        handler = lambda *a, **kw: _Quiet(*a, directory=directory, **kw)  # noqa: E731
+        httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        print(httpd.server_address[1], flush=True)
+        httpd.serve_forever()
     else:
         raise SystemExit(__doc__)
 

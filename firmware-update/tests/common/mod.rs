@@ -43,11 +43,19 @@ pub struct Fixture {
     pub keys: Keys,
     /// root.json v1, what devices ship with.
     pub initial_root: Vec<u8>,
+    /// The time the repository signs at (expiries count from it).
+    pub now: UnixTime,
 }
 
 impl Fixture {
-    /// A repository with `server/confidant` 1.0.0 (counter 1) published.
+    /// A repository with `server/confidant` 1.0.0 (counter 1) published,
+    /// signed at [`NOW`].
     pub fn new() -> Self {
+        Self::new_at(NOW)
+    }
+
+    /// The same, signed at `now`.
+    pub fn new_at(now: UnixTime) -> Self {
         let tmp = tempfile::tempdir().unwrap();
         let kd = tmp.path().join("keys");
         std::fs::create_dir_all(&kd).unwrap();
@@ -73,7 +81,7 @@ impl Fixture {
                 },
             );
         }
-        let repo = Repo::init(tmp.path().join("repo"), &roles, NOW).unwrap();
+        let repo = Repo::init(tmp.path().join("repo"), &roles, now).unwrap();
         repo.delegate(
             "targets",
             &DelegationSpec {
@@ -83,7 +91,7 @@ impl Fixture {
                 threshold: 1,
                 terminating: true,
             },
-            NOW,
+            now,
         )
         .unwrap();
         repo.sign("root", &[&keys.root]).unwrap();
@@ -93,6 +101,7 @@ impl Fixture {
             tmp,
             repo,
             keys,
+            now,
         };
         f.release("1.0.0", 1, &script("1.0.0"));
         let initial_root = std::fs::read(f.repo.metadata_dir().join("1.root.json")).unwrap();
@@ -116,7 +125,7 @@ impl Fixture {
     /// New snapshot and timestamp with the online keys.
     pub fn publish(&self) {
         self.repo
-            .publish(&[&self.keys.snapshot], &[&self.keys.timestamp], NOW)
+            .publish(&[&self.keys.snapshot], &[&self.keys.timestamp], self.now)
             .unwrap();
     }
 
