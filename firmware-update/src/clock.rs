@@ -67,15 +67,25 @@ impl UnixTime {
         let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
         let (h, mi, se) = (num(11..13)?, num(14..16)?, num(17..19)?);
         let rest = &s[19..s.len() - 1];
-        if !rest.is_empty()
-            && !(rest.starts_with('.') && rest.len() > 1 && rest[1..].bytes().all(|c| c.is_ascii_digit()))
+        let fraction_ok = rest.is_empty()
+            || (rest.starts_with('.')
+                && rest.len() > 1
+                && rest[1..].bytes().all(|c| c.is_ascii_digit()));
+        if !fraction_ok {
+            return None;
+        }
+        if !(1..=12).contains(&mo)
+            || d < 1
+            || d > days_in_month(y, mo)
+            || h > 23
+            || mi > 59
+            || se > 60
         {
             return None;
         }
-        if !(1..=12).contains(&mo) || d < 1 || d > days_in_month(y, mo) || h > 23 || mi > 59 || se > 60 {
-            return None;
-        }
-        Some(Self(days_from_civil(y, mo, d) * 86_400 + h * 3600 + mi * 60 + se))
+        Some(Self(
+            days_from_civil(y, mo, d) * 86_400 + h * 3600 + mi * 60 + se,
+        ))
     }
 
     /// This instant plus `secs` seconds (saturating).

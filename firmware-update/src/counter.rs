@@ -138,7 +138,11 @@ mod tests {
         c.advance(ArtifactKind::Server, 3).unwrap();
         assert!(matches!(
             c.advance(ArtifactKind::Server, 2),
-            Err(Error::SecurityCounter { stored: 3, offered: 2, .. })
+            Err(Error::SecurityCounter {
+                stored: 3,
+                offered: 2,
+                ..
+            })
         ));
         let mut again = FileCounters::new(dir.path()).unwrap();
         assert_eq!(again.read(ArtifactKind::Server).unwrap(), 3);
@@ -149,9 +153,18 @@ mod tests {
 
     #[test]
     fn kinds_come_from_target_paths() {
-        assert_eq!(ArtifactKind::from_target("server/confidant"), Some(ArtifactKind::Server));
-        assert_eq!(ArtifactKind::from_target("edge-agent/x"), Some(ArtifactKind::EdgeAgent));
-        assert_eq!(ArtifactKind::from_target("models/m.cmdl"), Some(ArtifactKind::Model));
+        assert_eq!(
+            ArtifactKind::from_target("server/confidant"),
+            Some(ArtifactKind::Server)
+        );
+        assert_eq!(
+            ArtifactKind::from_target("edge-agent/x"),
+            Some(ArtifactKind::EdgeAgent)
+        );
+        assert_eq!(
+            ArtifactKind::from_target("models/m.cmdl"),
+            Some(ArtifactKind::Model)
+        );
         assert_eq!(ArtifactKind::from_target("other/x"), None);
     }
 }

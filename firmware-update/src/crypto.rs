@@ -12,7 +12,8 @@ use crate::error::{Error, Result};
 pub fn canonical_json(value: &Value) -> Result<Vec<u8>> {
     use serde::Serialize;
     let mut out = Vec::new();
-    let mut ser = serde_json::Serializer::with_formatter(&mut out, olpc_cjson::CanonicalFormatter::new());
+    let mut ser =
+        serde_json::Serializer::with_formatter(&mut out, olpc_cjson::CanonicalFormatter::new());
     value
         .serialize(&mut ser)
         .map_err(|e| Error::malformed("metadata", format!("no canonical JSON form: {e}")))?;
@@ -91,7 +92,9 @@ impl PublicKey {
 
     /// Ed25519 public key bytes, if this is an Ed25519 key.
     pub fn ed25519_bytes(&self) -> Option<[u8; 32]> {
-        (self.alg == Alg::Ed25519).then(|| self.raw.as_slice().try_into().ok()).flatten()
+        (self.alg == Alg::Ed25519)
+            .then(|| self.raw.as_slice().try_into().ok())
+            .flatten()
     }
 
     /// Whether `signature` over `msg` verifies with this key.
@@ -143,15 +146,17 @@ impl PublicKey {
         match p.tag() {
             "PUBLIC KEY" => {
                 let der = p.contents();
-                if let Some(raw) = der.strip_prefix(ED25519_SPKI_PREFIX.as_slice()) {
-                    if raw.len() == 32 {
-                        return Ok(Self::ed25519(raw));
-                    }
+                if let Some(raw) = der.strip_prefix(ED25519_SPKI_PREFIX.as_slice())
+                    && raw.len() == 32
+                {
+                    return Ok(Self::ed25519(raw));
                 }
                 if let Some(raw) = der.strip_prefix(P256_SPKI_PREFIX.as_slice()) {
                     return Ok(Self::ecdsa_p256(raw));
                 }
-                Err(Error::Key("public key is neither Ed25519 nor ECDSA P-256".into()))
+                Err(Error::Key(
+                    "public key is neither Ed25519 nor ECDSA P-256".into(),
+                ))
             }
             "PRIVATE KEY" => Ok(FileSigner::from_pkcs8_der(p.contents())?.public),
             other => Err(Error::Key(format!("unexpected PEM block {other:?}"))),
@@ -160,10 +165,12 @@ impl PublicKey {
 }
 
 // DER prefixes of SubjectPublicKeyInfo for the two key types we create.
-const ED25519_SPKI_PREFIX: [u8; 12] = [0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00];
+const ED25519_SPKI_PREFIX: [u8; 12] = [
+    0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00,
+];
 const P256_SPKI_PREFIX: [u8; 26] = [
-    0x30, 0x59, 0x30, 0x13, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01, 0x06, 0x08, 0x2a, 0x86, 0x48,
-    0xce, 0x3d, 0x03, 0x01, 0x07, 0x03, 0x42, 0x00,
+    0x30, 0x59, 0x30, 0x13, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01, 0x06, 0x08, 0x2a,
+    0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07, 0x03, 0x42, 0x00,
 ];
 
 fn decode_public(keytype: &str, scheme: &str, public: &str) -> Option<(Alg, Vec<u8>)> {
@@ -266,7 +273,9 @@ pub struct FileSigner {
 impl std::fmt::Debug for FileSigner {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Never the private key.
-        f.debug_struct("FileSigner").field("public", &self.public.json).finish_non_exhaustive()
+        f.debug_struct("FileSigner")
+            .field("public", &self.public.json)
+            .finish_non_exhaustive()
     }
 }
 
@@ -274,9 +283,13 @@ impl FileSigner {
     /// Reads a PKCS#8 PEM private key file.
     pub fn from_pem_file(path: &std::path::Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(Error::io("reading key", path))?;
-        let p = pem::parse(text.as_bytes()).map_err(|e| Error::Key(format!("{}: not PEM: {e}", path.display())))?;
+        let p = pem::parse(text.as_bytes())
+            .map_err(|e| Error::Key(format!("{}: not PEM: {e}", path.display())))?;
         if p.tag() != "PRIVATE KEY" {
-            return Err(Error::Key(format!("{}: expected a PKCS#8 PRIVATE KEY", path.display())));
+            return Err(Error::Key(format!(
+                "{}: expected a PKCS#8 PRIVATE KEY",
+                path.display()
+            )));
         }
         Self::from_pkcs8_der(p.contents())
     }
@@ -296,16 +309,22 @@ impl FileSigner {
                 public,
             });
         }
-        Err(Error::Key("private key is neither Ed25519 nor ECDSA P-256 PKCS#8".into()))
+        Err(Error::Key(
+            "private key is neither Ed25519 nor ECDSA P-256 PKCS#8".into(),
+        ))
     }
 
     /// Generates a new Ed25519 key and returns it as PKCS#8 PEM.
     pub fn generate_ed25519_pem() -> Result<String> {
-        let k = Ed25519KeyPair::generate().map_err(|_| Error::Key("Ed25519 key generation failed".into()))?;
+        let k = Ed25519KeyPair::generate()
+            .map_err(|_| Error::Key("Ed25519 key generation failed".into()))?;
         let doc = k
             .to_pkcs8v1()
             .map_err(|_| Error::Key("Ed25519 PKCS#8 encoding failed".into()))?;
-        Ok(pem::encode(&pem::Pem::new("PRIVATE KEY", doc.as_ref().to_vec())))
+        Ok(pem::encode(&pem::Pem::new(
+            "PRIVATE KEY",
+            doc.as_ref().to_vec(),
+        )))
     }
 
     /// Raw Ed25519 seed-derived signing for the no_std manifest format.
@@ -355,7 +374,10 @@ mod tests {
 
     #[test]
     fn unknown_key_types_parse_but_never_verify() {
-        let k = PublicKey::from_json(&json!({"keytype": "sphincs", "scheme": "x", "keyval": {"public": "00"}})).unwrap();
+        let k = PublicKey::from_json(
+            &json!({"keytype": "sphincs", "scheme": "x", "keyval": {"public": "00"}}),
+        )
+        .unwrap();
         assert!(!k.verify(b"m", b"s"));
         assert!(PublicKey::from_json(&json!({"keytype": "ed25519"})).is_err());
     }

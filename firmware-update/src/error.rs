@@ -39,7 +39,9 @@ pub enum Error {
     /// Fast-forward attack after key rotation: metadata signed only by keys
     /// that a newer root revoked (the client already dropped what those keys
     /// had fast-forwarded; TUF 5.3.11).
-    #[error("fast-forward refused: {role} is signed by {revoked} key(s) revoked in root rotation and {valid} of {threshold} current key(s)")]
+    #[error(
+        "fast-forward refused: {role} is signed by {revoked} key(s) revoked in root rotation and {valid} of {threshold} current key(s)"
+    )]
     FastForward {
         role: String,
         revoked: usize,
@@ -130,7 +132,10 @@ impl Error {
         }
     }
 
-    pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Self {
+    pub(crate) fn io(
+        op: &'static str,
+        path: impl Into<PathBuf>,
+    ) -> impl FnOnce(std::io::Error) -> Self {
         let path = path.into();
         move |source| Self::Io { op, path, source }
     }

@@ -36,12 +36,14 @@ impl Release {
     /// Reads kind, version and counter of a target.
     pub fn from_target(target: &str, info: &TargetFile) -> Result<Self> {
         let kind = ArtifactKind::from_target(target).ok_or_else(|| {
-            Error::malformed(target, "target path must start with server/, edge-agent/ or models/")
+            Error::malformed(
+                target,
+                "target path must start with server/, edge-agent/ or models/",
+            )
         })?;
-        let custom = info
-            .custom
-            .as_ref()
-            .ok_or_else(|| Error::malformed(target, "target has no custom {version, security_counter}"))?;
+        let custom = info.custom.as_ref().ok_or_else(|| {
+            Error::malformed(target, "target has no custom {version, security_counter}")
+        })?;
         let version = custom
             .get("version")
             .and_then(|v| v.as_str())
@@ -67,7 +69,12 @@ impl Release {
     }
 
     fn slot_meta(&self) -> SlotMeta {
-        let file = self.target.rsplit('/').next().unwrap_or("artifact").to_owned();
+        let file = self
+            .target
+            .rsplit('/')
+            .next()
+            .unwrap_or("artifact")
+            .to_owned();
         SlotMeta {
             target: self.target.clone(),
             kind: self.kind.to_string(),
@@ -113,14 +120,22 @@ impl Default for TrialPolicy {
 }
 
 /// Refreshes metadata and says whether `target` offers an installable update.
-pub fn check(updater: &mut Updater<'_>, slots: &Slots, counters: &mut dyn CounterStore, target: &str) -> Result<(Check, TargetFile)> {
+pub fn check(
+    updater: &mut Updater<'_>,
+    slots: &Slots,
+    counters: &mut dyn CounterStore,
+    target: &str,
+) -> Result<(Check, TargetFile)> {
     let info = updater.target_info(target)?;
     let release = Release::from_target(target, &info)?;
     let installed = match slots.current()? {
         Some(s) => slots.meta(&s)?,
         None => None,
     };
-    if installed.as_ref().is_some_and(|m| m.sha256 == release.sha256 && m.target == release.target) {
+    if installed
+        .as_ref()
+        .is_some_and(|m| m.sha256 == release.sha256 && m.target == release.target)
+    {
         return Ok((Check::UpToDate(release), info));
     }
     counter::check(counters, release.kind, release.security_counter)?;

@@ -7,12 +7,19 @@ use crate::crypto::{FileSigner, sha256_hex};
 use crate::error::{Error, Result};
 
 /// Builds and signs a manifest for `payload` with an Ed25519 file key.
-pub fn sign_manifest(kind: u8, version: &str, security_counter: u64, payload: &[u8], key: &FileSigner) -> Result<Vec<u8>> {
+pub fn sign_manifest(
+    kind: u8,
+    version: &str,
+    security_counter: u64,
+    payload: &[u8],
+    key: &FileSigner,
+) -> Result<Vec<u8>> {
     let public = key
         .public
         .ed25519_bytes()
         .ok_or_else(|| Error::Key("sensor manifests are signed with Ed25519 keys".into()))?;
-    let vk = ed25519_dalek::VerifyingKey::from_bytes(&public).map_err(|e| Error::Key(e.to_string()))?;
+    let vk =
+        ed25519_dalek::VerifyingKey::from_bytes(&public).map_err(|e| Error::Key(e.to_string()))?;
     let mut digest = [0u8; 32];
     let hex_digest = sha256_hex(payload);
     hex::decode_to_slice(hex_digest, &mut digest).map_err(|e| Error::Key(e.to_string()))?;
@@ -48,7 +55,8 @@ mod tests {
         let key = FileSigner::from_pem_file(&p).unwrap();
         let payload = b"sensor firmware image";
         let m = sign_manifest(4, "0.9.1", 12, payload, &key).unwrap();
-        let vk = ed25519_dalek::VerifyingKey::from_bytes(&key.public.ed25519_bytes().unwrap()).unwrap();
+        let vk =
+            ed25519_dalek::VerifyingKey::from_bytes(&key.public.ed25519_bytes().unwrap()).unwrap();
         let v = confidant_update_core::Manifest::verify(&m, &vk).unwrap();
         assert_eq!(v.fields().security_counter, 12);
         let mut d = [0u8; 32];

@@ -37,7 +37,13 @@ impl Envelope {
             .ok_or_else(|| Error::malformed(what, "missing \"signed\" object"))?;
         let sigs = obj
             .remove("signatures")
-            .and_then(|v| if let Value::Array(a) = v { Some(a) } else { None })
+            .and_then(|v| {
+                if let Value::Array(a) = v {
+                    Some(a)
+                } else {
+                    None
+                }
+            })
             .ok_or_else(|| Error::malformed(what, "missing \"signatures\" array"))?;
         let mut signatures = Vec::with_capacity(sigs.len());
         let mut seen = BTreeSet::new();
@@ -45,12 +51,18 @@ impl Envelope {
             let keyid = s.get("keyid").and_then(Value::as_str);
             let sig = s.get("sig").and_then(Value::as_str);
             let (Some(keyid), Some(sig)) = (keyid, sig) else {
-                return Err(Error::malformed(what, "signature without keyid/sig strings"));
+                return Err(Error::malformed(
+                    what,
+                    "signature without keyid/sig strings",
+                ));
             };
             // Several signatures for one key id: refuse the file (as
             // python-tuf does) rather than pick one.
             if !seen.insert(keyid.to_owned()) {
-                return Err(Error::malformed(what, format!("two signatures for key id {keyid}")));
+                return Err(Error::malformed(
+                    what,
+                    format!("two signatures for key id {keyid}"),
+                ));
             }
             signatures.push((keyid.to_owned(), hex::decode(sig).ok()));
         }
@@ -64,7 +76,12 @@ impl Envelope {
 
     /// Checks that at least `role.threshold` distinct keys of `role` signed
     /// (TUF 5.3.4 and friends). Returns the number of valid signatures.
-    pub fn verify(&self, role_name: &str, role: &RoleKeys, keys: &BTreeMap<String, PublicKey>) -> Result<usize> {
+    pub fn verify(
+        &self,
+        role_name: &str,
+        role: &RoleKeys,
+        keys: &BTreeMap<String, PublicKey>,
+    ) -> Result<usize> {
         let valid = self.count_valid(role, keys);
         if (valid as u64) < role.threshold {
             return Err(Error::Threshold {
@@ -81,10 +98,15 @@ impl Envelope {
         role.keyids
             .iter()
             .filter(|id| {
-                let Some(key) = keys.get(*id) else { return false };
-                self.signatures
-                    .iter()
-                    .any(|(kid, sig)| kid == *id && sig.as_deref().is_some_and(|s| key.verify(&self.canonical, s)))
+                let Some(key) = keys.get(*id) else {
+                    return false;
+                };
+                self.signatures.iter().any(|(kid, sig)| {
+                    kid == *id
+                        && sig
+                            .as_deref()
+                            .is_some_and(|s| key.verify(&self.canonical, s))
+                })
             })
             .count()
     }
@@ -210,7 +232,8 @@ pub struct Targets {
 }
 
 fn obj<'a>(v: &'a Value, what: &str) -> Result<&'a Map<String, Value>> {
-    v.as_object().ok_or_else(|| Error::malformed(what, "not an object"))
+    v.as_object()
+        .ok_or_else(|| Error::malformed(what, "not an object"))
 }
 
 fn uint(m: &Map<String, Value>, key: &str, what: &str) -> Result<u64> {
@@ -229,28 +252,48 @@ fn common(signed: &Value, expected_type: &str, what: &str) -> Result<Common> {
     let m = obj(signed, what)?;
     let ty = string(m, "_type", what)?;
     if ty != expected_type {
-        return Err(Error::malformed(what, format!("_type is {ty:?}, expected {expected_type:?}")));
+        return Err(Error::malformed(
+            what,
+            format!("_type is {ty:?}, expected {expected_type:?}"),
+        ));
     }
     let spec = string(m, "spec_version", what)?;
     let parts: Vec<&str> = spec.split('.').collect();
-    if !(2..=3).contains(&parts.len()) || parts.iter().any(|p| p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit())) {
-        return Err(Error::malformed(what, format!("spec_version {spec:?} is not a version")));
+    if !(2..=3).contains(&parts.len())
+        || parts
+            .iter()
+            .any(|p| p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit()))
+    {
+        return Err(Error::malformed(
+            what,
+            format!("spec_version {spec:?} is not a version"),
+        ));
     }
     if parts[0] != "1" {
-        return Err(Error::malformed(what, format!("unsupported spec_version {spec:?}")));
+        return Err(Error::malformed(
+            what,
+            format!("unsupported spec_version {spec:?}"),
+        ));
     }
     let version = uint(m, "version", what)?;
     if version == 0 {
         return Err(Error::malformed(what, "version must be at least 1"));
     }
     let expires = string(m, "expires", what)?;
-    let expires = UnixTime::parse_rfc3339(expires)
-        .ok_or_else(|| Error::malformed(what, format!("expires {expires:?} is not YYYY-MM-DDTHH:MM:SSZ")))?;
+    let expires = UnixTime::parse_rfc3339(expires).ok_or_else(|| {
+        Error::malformed(
+            what,
+            format!("expires {expires:?} is not YYYY-MM-DDTHH:MM:SSZ"),
+        )
+    })?;
     Ok(Common { version, expires })
 }
 
 fn keys_map(v: Option<&Value>, what: &str) -> Result<BTreeMap<String, PublicKey>> {
-    let m = obj(v.ok_or_else(|| Error::malformed(what, "missing keys"))?, what)?;
+    let m = obj(
+        v.ok_or_else(|| Error::malformed(what, "missing keys"))?,
+        what,
+    )?;
     m.iter()
         .map(|(id, k)| Ok((id.clone(), PublicKey::from_json(k)?)))
         .collect()
@@ -263,7 +306,9 @@ fn role_keys(m: &Map<String, Value>, what: &str) -> Result<RoleKeys> {
         .ok_or_else(|| Error::malformed(what, "keyids is not an array"))?;
     let mut keyids = Vec::with_capacity(ids.len());
     for id in ids {
-        let id = id.as_str().ok_or_else(|| Error::malformed(what, "key id is not a string"))?;
+        let id = id
+            .as_str()
+            .ok_or_else(|| Error::malformed(what, "key id is not a string"))?;
         if keyids.iter().any(|k| k == id) {
             return Err(Error::malformed(what, format!("key id {id} listed twice")));
         }
@@ -283,7 +328,9 @@ fn hashes(v: &Value, what: &str) -> Result<BTreeMap<String, String>> {
     }
     m.iter()
         .map(|(alg, h)| {
-            let h = h.as_str().ok_or_else(|| Error::malformed(what, "hash is not a string"))?;
+            let h = h
+                .as_str()
+                .ok_or_else(|| Error::malformed(what, "hash is not a string"))?;
             Ok((alg.clone(), h.to_owned()))
         })
         .collect()
@@ -297,10 +344,17 @@ fn metafile(v: &Value, what: &str) -> Result<MetaFile> {
     }
     let length = match m.get("length") {
         None => None,
-        Some(l) => Some(l.as_u64().ok_or_else(|| Error::malformed(what, "length is not a non-negative integer"))?),
+        Some(l) => Some(
+            l.as_u64()
+                .ok_or_else(|| Error::malformed(what, "length is not a non-negative integer"))?,
+        ),
     };
     let hashes = m.get("hashes").map(|h| hashes(h, what)).transpose()?;
-    Ok(MetaFile { version, length, hashes })
+    Ok(MetaFile {
+        version,
+        length,
+        hashes,
+    })
 }
 
 impl Root {
@@ -312,16 +366,28 @@ impl Root {
         let consistent_snapshot = match m.get("consistent_snapshot") {
             None => false,
             Some(Value::Bool(b)) => *b,
-            Some(_) => return Err(Error::malformed(what, "consistent_snapshot is not a boolean")),
+            Some(_) => {
+                return Err(Error::malformed(
+                    what,
+                    "consistent_snapshot is not a boolean",
+                ));
+            }
         };
         let keys = keys_map(m.get("keys"), what)?;
-        let roles_v = obj(m.get("roles").ok_or_else(|| Error::malformed(what, "missing roles"))?, what)?;
+        let roles_v = obj(
+            m.get("roles")
+                .ok_or_else(|| Error::malformed(what, "missing roles"))?,
+            what,
+        )?;
         let mut roles = BTreeMap::new();
         for (name, r) in roles_v {
             roles.insert(name.clone(), role_keys(obj(r, what)?, what)?);
         }
         if roles.len() != 4 || TOP_LEVEL.iter().any(|r| !roles.contains_key(*r)) {
-            return Err(Error::malformed(what, "roles must be exactly root, timestamp, snapshot, targets"));
+            return Err(Error::malformed(
+                what,
+                "roles must be exactly root, timestamp, snapshot, targets",
+            ));
         }
         Ok(Self {
             common,
@@ -384,7 +450,11 @@ impl Targets {
     pub fn from_signed(signed: &Value, what: &str) -> Result<Self> {
         let common = common(signed, "targets", what)?;
         let m = obj(signed, what)?;
-        let tv = obj(m.get("targets").ok_or_else(|| Error::malformed(what, "missing targets"))?, what)?;
+        let tv = obj(
+            m.get("targets")
+                .ok_or_else(|| Error::malformed(what, "missing targets"))?,
+            what,
+        )?;
         let mut targets = BTreeMap::new();
         for (path, t) in tv {
             let tm = obj(t, what)?;
@@ -392,7 +462,11 @@ impl Targets {
                 path.clone(),
                 TargetFile {
                     length: uint(tm, "length", what)?,
-                    hashes: hashes(tm.get("hashes").ok_or_else(|| Error::malformed(what, "target without hashes"))?, what)?,
+                    hashes: hashes(
+                        tm.get("hashes")
+                            .ok_or_else(|| Error::malformed(what, "target without hashes"))?,
+                        what,
+                    )?,
                     custom: tm.get("custom").cloned(),
                 },
             );
@@ -416,31 +490,44 @@ impl Delegations {
         let roles_v = m.get("roles");
         let succ_v = m.get("succinct_roles");
         if roles_v.is_some() == succ_v.is_some() {
-            return Err(Error::malformed(what, "delegations need exactly one of roles, succinct_roles"));
+            return Err(Error::malformed(
+                what,
+                "delegations need exactly one of roles, succinct_roles",
+            ));
         }
         let mut roles = Vec::new();
         if let Some(rv) = roles_v {
-            let arr = rv.as_array().ok_or_else(|| Error::malformed(what, "roles is not an array"))?;
+            let arr = rv
+                .as_array()
+                .ok_or_else(|| Error::malformed(what, "roles is not an array"))?;
             let mut names = BTreeSet::new();
             for r in arr {
                 let rm = obj(r, what)?;
                 let name = string(rm, "name", what)?.to_owned();
                 if TOP_LEVEL.contains(&name.as_str()) {
-                    return Err(Error::malformed(what, format!("delegated role may not be named {name:?}")));
+                    return Err(Error::malformed(
+                        what,
+                        format!("delegated role may not be named {name:?}"),
+                    ));
                 }
                 if !names.insert(name.clone()) {
-                    return Err(Error::malformed(what, format!("delegated role {name:?} listed twice")));
+                    return Err(Error::malformed(
+                        what,
+                        format!("delegated role {name:?} listed twice"),
+                    ));
                 }
                 let strings = |k: &str| -> Result<Option<Vec<String>>> {
                     rm.get(k)
                         .map(|p| {
                             p.as_array()
-                                .ok_or_else(|| Error::malformed(what, format!("{k} is not an array")))?
+                                .ok_or_else(|| {
+                                    Error::malformed(what, format!("{k} is not an array"))
+                                })?
                                 .iter()
                                 .map(|s| {
-                                    s.as_str()
-                                        .map(str::to_owned)
-                                        .ok_or_else(|| Error::malformed(what, format!("{k} entry is not a string")))
+                                    s.as_str().map(str::to_owned).ok_or_else(|| {
+                                        Error::malformed(what, format!("{k} entry is not a string"))
+                                    })
                                 })
                                 .collect()
                         })
@@ -449,7 +536,10 @@ impl Delegations {
                 let paths = strings("paths")?;
                 let path_hash_prefixes = strings("path_hash_prefixes")?;
                 if paths.is_some() && path_hash_prefixes.is_some() {
-                    return Err(Error::malformed(what, "role has both paths and path_hash_prefixes"));
+                    return Err(Error::malformed(
+                        what,
+                        "role has both paths and path_hash_prefixes",
+                    ));
                 }
                 let terminating = match rm.get("terminating") {
                     Some(Value::Bool(b)) => *b,
@@ -480,7 +570,11 @@ impl Delegations {
                 })
             }
         };
-        Ok(Self { keys, roles, succinct })
+        Ok(Self {
+            keys,
+            roles,
+            succinct,
+        })
     }
 
     /// Roles that may list `target`, in search order, with their
@@ -509,11 +603,16 @@ impl Delegations {
             let width = (s.bit_length as usize).div_ceil(4);
             let bin = u32::from_str_radix(rest, 16).ok()?;
             let ok = rest.len() == width
-                && rest.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+                && rest
+                    .bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
                 && u64::from(bin) < (1u64 << s.bit_length);
             return ok.then(|| s.keys.clone());
         }
-        self.roles.iter().find(|r| r.name == name).map(|r| r.keys.clone())
+        self.roles
+            .iter()
+            .find(|r| r.name == name)
+            .map(|r| r.keys.clone())
     }
 }
 
@@ -536,7 +635,11 @@ impl DelegatedRole {
 pub fn path_matches(pattern: &str, target: &str) -> bool {
     let pp: Vec<&str> = pattern.split('/').collect();
     let tp: Vec<&str> = target.split('/').collect();
-    pp.len() == tp.len() && pp.iter().zip(&tp).all(|(p, t)| glob(p.as_bytes(), t.as_bytes()))
+    pp.len() == tp.len()
+        && pp
+            .iter()
+            .zip(&tp)
+            .all(|(p, t)| glob(p.as_bytes(), t.as_bytes()))
 }
 
 fn glob(p: &[u8], t: &[u8]) -> bool {
@@ -628,13 +731,13 @@ pub fn check_length_and_hashes(
     hashes: Option<&BTreeMap<String, String>>,
     what: &str,
 ) -> Result<()> {
-    if let Some(len) = length {
-        if data.len() as u64 != len {
-            return Err(Error::HashMismatch {
-                what: what.to_owned(),
-                detail: format!("length {} differs from the signed length {len}", data.len()),
-            });
-        }
+    if let Some(len) = length
+        && data.len() as u64 != len
+    {
+        return Err(Error::HashMismatch {
+            what: what.to_owned(),
+            detail: format!("length {} differs from the signed length {len}", data.len()),
+        });
     }
     for (alg, expected) in hashes.into_iter().flatten() {
         let got = hash_hex(alg, data).ok_or_else(|| Error::HashMismatch {
@@ -683,6 +786,9 @@ mod tests {
     #[test]
     fn duplicate_signature_key_ids_are_refused() {
         let doc = br#"{"signed": {"_type": "x"}, "signatures": [{"keyid": "a", "sig": "00"}, {"keyid": "a", "sig": "01"}]}"#;
-        assert!(matches!(Envelope::parse(doc, "x"), Err(Error::Malformed { .. })));
+        assert!(matches!(
+            Envelope::parse(doc, "x"),
+            Err(Error::Malformed { .. })
+        ));
     }
 }

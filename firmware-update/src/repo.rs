@@ -31,7 +31,12 @@ use crate::updater::quote;
 pub const SPEC_VERSION: &str = "1.0.31";
 
 /// Default lifetimes in days: root, targets (and delegated), snapshot, timestamp.
-pub const DEFAULT_EXPIRY_DAYS: [(&str, i64); 4] = [("root", 365), ("targets", 90), ("snapshot", 7), ("timestamp", 1)];
+pub const DEFAULT_EXPIRY_DAYS: [(&str, i64); 4] = [
+    ("root", 365),
+    ("targets", 90),
+    ("snapshot", 7),
+    ("timestamp", 1),
+];
 
 fn default_days(role: &str) -> i64 {
     DEFAULT_EXPIRY_DAYS
@@ -113,17 +118,27 @@ impl Repo {
     pub fn open(dir: impl Into<PathBuf>) -> Result<Self> {
         let dir = dir.into();
         if !dir.join("staged").is_dir() {
-            return Err(Error::Repo(format!("{} is not a repository (no staged/)", dir.display())));
+            return Err(Error::Repo(format!(
+                "{} is not a repository (no staged/)",
+                dir.display()
+            )));
         }
         Ok(Self { dir })
     }
 
     /// Creates a repository: stages root v1 and an empty targets v1.
     /// Consistent snapshots are always on.
-    pub fn init(dir: impl Into<PathBuf>, roles: &BTreeMap<String, RoleSpec>, now: UnixTime) -> Result<Self> {
+    pub fn init(
+        dir: impl Into<PathBuf>,
+        roles: &BTreeMap<String, RoleSpec>,
+        now: UnixTime,
+    ) -> Result<Self> {
         let dir = dir.into();
         if dir.join("metadata").exists() || dir.join("staged").exists() {
-            return Err(Error::Repo(format!("{} already holds a repository", dir.display())));
+            return Err(Error::Repo(format!(
+                "{} already holds a repository",
+                dir.display()
+            )));
         }
         for sub in ["metadata", "targets", "staged"] {
             let p = dir.join(sub);
@@ -135,7 +150,10 @@ impl Repo {
             let spec = roles
                 .get(r)
                 .ok_or_else(|| Error::Repo(format!("init needs keys for the {r} role")))?;
-            if spec.keys.is_empty() || spec.threshold == 0 || spec.threshold > spec.keys.len() as u64 {
+            if spec.keys.is_empty()
+                || spec.threshold == 0
+                || spec.threshold > spec.keys.len() as u64
+            {
                 return Err(Error::Repo(format!(
                     "{r}: threshold {} with {} key(s)",
                     spec.threshold,
@@ -148,7 +166,10 @@ impl Repo {
                 keys.insert(id.clone(), v);
                 ids.push(Value::String(id));
             }
-            role_map.insert(r.into(), json!({"keyids": ids, "threshold": spec.threshold}));
+            role_map.insert(
+                r.into(),
+                json!({"keyids": ids, "threshold": spec.threshold}),
+            );
         }
         let root = json!({
             "_type": "root",
@@ -188,11 +209,16 @@ impl Repo {
     }
 
     fn staged_path(&self, role: &str) -> PathBuf {
-        self.dir.join("staged").join(format!("{}.json", quote(role)))
+        self.dir
+            .join("staged")
+            .join(format!("{}.json", quote(role)))
     }
 
     fn write_staged(&self, role: &str, signed: Value) -> Result<()> {
-        write_json(&self.staged_path(role), &json!({"signed": signed, "signatures": []}))
+        write_json(
+            &self.staged_path(role),
+            &json!({"signed": signed, "signatures": []}),
+        )
     }
 
     /// Latest published envelope of a role, if any.
@@ -232,7 +258,9 @@ impl Repo {
             .metadata_dir()
             .join(format!("{}.snapshot.json", ts.snapshot_meta.version));
         let snap = read_json(&path)?;
-        Ok(Some(Snapshot::from_signed(&Value::Object(signed_of(&snap)?.clone()))?))
+        Ok(Some(Snapshot::from_signed(&Value::Object(
+            signed_of(&snap)?.clone(),
+        ))?))
     }
 
     /// The staged envelope of `role`, staging its next version (copied from
@@ -255,7 +283,11 @@ impl Repo {
 
     /// Applies `edit` to the staged `role` and drops its signatures (the
     /// content changed).
-    fn edit_staged(&self, role: &str, edit: impl FnOnce(&mut Map<String, Value>) -> Result<()>) -> Result<()> {
+    fn edit_staged(
+        &self,
+        role: &str,
+        edit: impl FnOnce(&mut Map<String, Value>) -> Result<()>,
+    ) -> Result<()> {
         let env = self.stage(role)?;
         let mut signed = signed_of(&env)?.clone();
         edit(&mut signed)?;
@@ -265,15 +297,29 @@ impl Repo {
     /// Sets the expiry of the staged `role` to `now + days`.
     pub fn set_expiry(&self, role: &str, now: UnixTime, days: i64) -> Result<()> {
         self.edit_staged(role, |s| {
-            s.insert("expires".into(), json!(now.plus_secs(days * 86_400).to_string()));
+            s.insert(
+                "expires".into(),
+                json!(now.plus_secs(days * 86_400).to_string()),
+            );
             Ok(())
         })
     }
 
     /// Adds (or replaces) a target in `role`: copies the file under
     /// `targets/` by its hash and lists it with `custom`.
-    pub fn add_target(&self, role: &str, name: &str, data: &[u8], custom: Option<Value>) -> Result<()> {
-        if name.is_empty() || name.starts_with('/') || name.split('/').any(|p| p == ".." || p == "." || p.is_empty()) {
+    pub fn add_target(
+        &self,
+        role: &str,
+        name: &str,
+        data: &[u8],
+        custom: Option<Value>,
+    ) -> Result<()> {
+        if name.is_empty()
+            || name.starts_with('/')
+            || name
+                .split('/')
+                .any(|p| p == ".." || p == "." || p.is_empty())
+        {
             return Err(Error::Repo(format!("bad target name {name:?}")));
         }
         let hash = sha256_hex(data);
@@ -300,10 +346,18 @@ impl Repo {
     /// stages the delegated role's first version if it has none.
     pub fn delegate(&self, from: &str, spec: &DelegationSpec, now: UnixTime) -> Result<()> {
         if TOP_LEVEL.contains(&spec.name.as_str()) {
-            return Err(Error::Repo(format!("cannot delegate to top-level name {:?}", spec.name)));
+            return Err(Error::Repo(format!(
+                "cannot delegate to top-level name {:?}",
+                spec.name
+            )));
         }
         if spec.keys.is_empty() || spec.threshold == 0 || spec.threshold > spec.keys.len() as u64 {
-            return Err(Error::Repo(format!("{}: threshold {} with {} key(s)", spec.name, spec.threshold, spec.keys.len())));
+            return Err(Error::Repo(format!(
+                "{}: threshold {} with {} key(s)",
+                spec.name,
+                spec.threshold,
+                spec.keys.len()
+            )));
         }
         let mut ids = Vec::new();
         let mut new_keys = Vec::new();
@@ -322,9 +376,11 @@ impl Repo {
             for (id, v) in new_keys {
                 keys.insert(id, v);
             }
-            let roles = d["roles"]
-                .as_array_mut()
-                .ok_or_else(|| Error::Repo("delegations.roles is not an array (succinct roles are not edited here)".into()))?;
+            let roles = d["roles"].as_array_mut().ok_or_else(|| {
+                Error::Repo(
+                    "delegations.roles is not an array (succinct roles are not edited here)".into(),
+                )
+            })?;
             roles.retain(|r| r["name"] != spec.name.as_str());
             roles.push(json!({
                 "name": spec.name,
@@ -376,7 +432,11 @@ impl Repo {
                     .ok_or_else(|| Error::Repo(format!("root has no {} role", e.role)))?;
                 let mut ids: Vec<String> = role["keyids"]
                     .as_array()
-                    .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect())
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(|v| v.as_str().map(str::to_owned))
+                            .collect()
+                    })
                     .unwrap_or_default();
                 ids.retain(|id| !e.remove.contains(id));
                 for (id, _) in &add {
@@ -384,9 +444,15 @@ impl Repo {
                         ids.push(id.clone());
                     }
                 }
-                let threshold = e.threshold.unwrap_or_else(|| role["threshold"].as_u64().unwrap_or(1));
+                let threshold = e
+                    .threshold
+                    .unwrap_or_else(|| role["threshold"].as_u64().unwrap_or(1));
                 if ids.is_empty() || threshold == 0 || threshold > ids.len() as u64 {
-                    return Err(Error::Repo(format!("{}: threshold {threshold} with {} key(s)", e.role, ids.len())));
+                    return Err(Error::Repo(format!(
+                        "{}: threshold {threshold} with {} key(s)",
+                        e.role,
+                        ids.len()
+                    )));
                 }
                 role["keyids"] = json!(ids);
                 role["threshold"] = json!(threshold);
@@ -406,7 +472,10 @@ impl Repo {
             }
             s.insert(
                 "expires".into(),
-                json!(now.plus_secs(days.unwrap_or(default_days("root")) * 86_400).to_string()),
+                json!(
+                    now.plus_secs(days.unwrap_or(default_days("root")) * 86_400)
+                        .to_string()
+                ),
             );
             Ok(())
         })
@@ -425,7 +494,10 @@ impl Repo {
             sigs.retain(|x| x["keyid"] != id.as_str());
             sigs.push(json!({"keyid": id, "sig": sig}));
         }
-        write_json(&self.staged_path(role), &json!({"signed": signed, "signatures": sigs}))
+        write_json(
+            &self.staged_path(role),
+            &json!({"signed": signed, "signatures": sigs}),
+        )
     }
 
     /// Roles currently staged.
@@ -435,12 +507,12 @@ impl Repo {
         for e in std::fs::read_dir(&dir).map_err(Error::io("listing", &dir))? {
             let e = e.map_err(Error::io("listing", &dir))?;
             let name = e.file_name().to_string_lossy().into_owned();
-            if let Some(stem) = name.strip_suffix(".json") {
-                if !stem.starts_with('.') {
-                    let env = read_json(&e.path())?;
-                    if let Some(n) = self.role_name_of(stem, &env) {
-                        out.push(n);
-                    }
+            if let Some(stem) = name.strip_suffix(".json")
+                && !stem.starts_with('.')
+            {
+                let env = read_json(&e.path())?;
+                if let Some(n) = self.role_name_of(stem, &env) {
+                    out.push(n);
                 }
             }
         }
@@ -460,14 +532,20 @@ impl Repo {
 
     /// Publishes all staged roles (each must meet its threshold), then a new
     /// snapshot and timestamp signed by the online keys.
-    pub fn publish(&self, snapshot_signers: &[&dyn Signer], timestamp_signers: &[&dyn Signer], now: UnixTime) -> Result<()> {
+    pub fn publish(
+        &self,
+        snapshot_signers: &[&dyn Signer],
+        timestamp_signers: &[&dyn Signer],
+        now: UnixTime,
+    ) -> Result<()> {
         let md = self.metadata_dir();
         let staged = self.staged_roles()?;
         let _ = std::fs::remove_dir_all(self.dir.join("published-during-publish"));
         // 1. root: chained to the published one.
         let mut root_env: Option<Value> = self.published("root")?;
         if staged.iter().any(|r| r == "root") {
-            let bytes = std::fs::read(self.staged_path("root")).map_err(Error::io("reading", self.staged_path("root")))?;
+            let bytes = std::fs::read(self.staged_path("root"))
+                .map_err(Error::io("reading", self.staged_path("root")))?;
             let env = Envelope::parse(&bytes, "staged root")?;
             let new = Root::from_signed(&env.signed)?;
             if let Some(old_env) = &root_env {
@@ -484,9 +562,11 @@ impl Repo {
             let out = md.join(format!("{}.root.json", new.common.version));
             write_atomic(&out, &bytes)?;
             write_atomic(&md.join("root.json"), &bytes)?;
-            root_env = Some(serde_json::from_slice(&bytes).map_err(|e| Error::Repo(e.to_string()))?);
+            root_env =
+                Some(serde_json::from_slice(&bytes).map_err(|e| Error::Repo(e.to_string()))?);
         }
-        let root_env = root_env.ok_or_else(|| Error::Repo("no root: run init and sign root".into()))?;
+        let root_env =
+            root_env.ok_or_else(|| Error::Repo("no root: run init and sign root".into()))?;
         let root = Root::from_signed(&Value::Object(signed_of(&root_env)?.clone()))?;
 
         // 2. targets roles, delegators first (targets, then by depth).
@@ -502,7 +582,8 @@ impl Repo {
             let mut rest = Vec::new();
             let pending_names = pending.clone();
             for role in pending {
-                let bytes = std::fs::read(self.staged_path(&role)).map_err(Error::io("reading", self.staged_path(&role)))?;
+                let bytes = std::fs::read(self.staged_path(&role))
+                    .map_err(Error::io("reading", self.staged_path(&role)))?;
                 let env = Envelope::parse(&bytes, &role)?;
                 let t = Targets::from_signed(&env.signed, &role)?;
                 if role != "targets" && self.staged_delegator_pending(&role, &pending_names)? {
@@ -521,7 +602,10 @@ impl Repo {
                     }
                 };
                 env.verify(&role, &role_keys, &keys)?;
-                write_atomic(&md.join(format!("{}.{}.json", t.common.version, quote(&role))), &bytes)?;
+                write_atomic(
+                    &md.join(format!("{}.{}.json", t.common.version, quote(&role))),
+                    &bytes,
+                )?;
                 versions.insert(format!("{role}.json"), t.common.version);
                 // Published: the delegator lookup for children now finds it.
                 self.publish_marker(&role, t.common.version)?;
@@ -530,12 +614,17 @@ impl Repo {
             pending = rest;
         }
         if !pending.is_empty() {
-            return Err(Error::Repo(format!("no published delegator delegates to {pending:?}")));
+            return Err(Error::Repo(format!(
+                "no published delegator delegates to {pending:?}"
+            )));
         }
 
         // 3. snapshot and timestamp with the online keys.
         let snap_version = old_snapshot.as_ref().map_or(1, |s| s.common.version + 1);
-        let meta: Map<String, Value> = versions.iter().map(|(k, v)| (k.clone(), json!({"version": v}))).collect();
+        let meta: Map<String, Value> = versions
+            .iter()
+            .map(|(k, v)| (k.clone(), json!({"version": v})))
+            .collect();
         let snapshot = json!({
             "_type": "snapshot",
             "spec_version": SPEC_VERSION,
@@ -545,7 +634,10 @@ impl Repo {
         });
         let snap_bytes = sign_envelope(&snapshot, snapshot_signers)?;
         check_threshold(&snap_bytes, "snapshot", &root)?;
-        write_atomic(&md.join(format!("{snap_version}.snapshot.json")), &snap_bytes)?;
+        write_atomic(
+            &md.join(format!("{snap_version}.snapshot.json")),
+            &snap_bytes,
+        )?;
 
         let ts_version = self
             .published("timestamp")?
@@ -580,7 +672,8 @@ impl Repo {
     fn staged_delegator_pending(&self, role: &str, pending: &[String]) -> Result<bool> {
         for other in pending.iter().filter(|p| p.as_str() != role) {
             let env = read_json(&self.staged_path(other))?;
-            let Ok(t) = Targets::from_signed(&Value::Object(signed_of(&env)?.clone()), other) else {
+            let Ok(t) = Targets::from_signed(&Value::Object(signed_of(&env)?.clone()), other)
+            else {
                 continue;
             };
             if t.delegations.is_some_and(|d| d.role_keys(role).is_some()) {
@@ -600,14 +693,20 @@ impl Repo {
 
     /// Finds which role delegates to `role` (staged/just-published or
     /// published), returning the role's keys and the delegator's key map.
-    fn delegator_of(&self, role: &str) -> Result<Option<(RoleKeys, BTreeMap<String, crate::crypto::PublicKey>)>> {
+    fn delegator_of(
+        &self,
+        role: &str,
+    ) -> Result<Option<(RoleKeys, BTreeMap<String, crate::crypto::PublicKey>)>> {
         let md = self.metadata_dir();
         let mut candidates: Vec<Value> = Vec::new();
         let marker_dir = self.dir.join("published-during-publish");
         if let Ok(rd) = std::fs::read_dir(&marker_dir) {
             for e in rd.flatten() {
                 let q = e.file_name().to_string_lossy().into_owned();
-                let v: u64 = std::fs::read_to_string(e.path()).ok().and_then(|s| s.parse().ok()).unwrap_or(0);
+                let v: u64 = std::fs::read_to_string(e.path())
+                    .ok()
+                    .and_then(|s| s.parse().ok())
+                    .unwrap_or(0);
                 let p = md.join(format!("{v}.{q}.json"));
                 if let Ok(x) = read_json(&p) {
                     candidates.push(x);
@@ -624,13 +723,14 @@ impl Repo {
             }
         }
         for env in candidates {
-            let Ok(t) = Targets::from_signed(&Value::Object(signed_of(&env)?.clone()), "delegator") else {
+            let Ok(t) = Targets::from_signed(&Value::Object(signed_of(&env)?.clone()), "delegator")
+            else {
                 continue;
             };
-            if let Some(d) = t.delegations {
-                if let Some(k) = d.role_keys(role) {
-                    return Ok(Some((k, d.keys)));
-                }
+            if let Some(d) = t.delegations
+                && let Some(k) = d.role_keys(role)
+            {
+                return Ok(Some((k, d.keys)));
             }
         }
         Ok(None)
@@ -650,5 +750,7 @@ fn sign_envelope(signed: &Value, signers: &[&dyn Signer]) -> Result<Vec<u8>> {
 }
 
 fn check_threshold(bytes: &[u8], role: &str, root: &Root) -> Result<()> {
-    Envelope::parse(bytes, role)?.verify(role, root.role(role), &root.keys).map(|_| ())
+    Envelope::parse(bytes, role)?
+        .verify(role, root.role(role), &root.keys)
+        .map(|_| ())
 }

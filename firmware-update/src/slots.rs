@@ -154,7 +154,10 @@ impl HealthCheck for DefaultHealthCheck {
                 None if start.elapsed() > self.timeout => {
                     let _ = child.kill();
                     let _ = child.wait();
-                    return Err(fail(format!("--version did not finish in {:?}", self.timeout)));
+                    return Err(fail(format!(
+                        "--version did not finish in {:?}",
+                        self.timeout
+                    )));
                 }
                 None => std::thread::sleep(Duration::from_millis(20)),
             }
@@ -252,7 +255,9 @@ impl Slots {
     fn state(&self) -> Result<State> {
         let p = self.root.join("state.json");
         match std::fs::read(&p) {
-            Ok(b) => serde_json::from_slice(&b).map_err(|e| Error::malformed(p.display().to_string(), e)),
+            Ok(b) => {
+                serde_json::from_slice(&b).map_err(|e| Error::malformed(p.display().to_string(), e))
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(State::default()),
             Err(e) => Err(Error::io("reading", &p)(e)),
         }
@@ -268,7 +273,11 @@ impl Slots {
     fn reconciled(&self) -> Result<(Option<String>, State)> {
         let current = self.current()?;
         let mut state = self.state()?;
-        if state.trial.as_ref().is_some_and(|t| Some(&t.slot) != current.as_ref()) {
+        if state
+            .trial
+            .as_ref()
+            .is_some_and(|t| Some(&t.slot) != current.as_ref())
+        {
             state.trial = None;
             self.save_state(&state)?;
         }
@@ -279,13 +288,20 @@ impl Slots {
     pub fn status(&self) -> Result<Status> {
         let current = self.current()?;
         let state = self.state()?;
-        let trial = state.trial.clone().filter(|t| Some(&t.slot) == current.as_ref());
+        let trial = state
+            .trial
+            .clone()
+            .filter(|t| Some(&t.slot) == current.as_ref());
         let good = match &trial {
             Some(t) => t.previous.clone(),
             None => current.clone(),
         };
         Ok(Status {
-            current_meta: current.as_deref().map(|s| self.meta(s)).transpose()?.flatten(),
+            current_meta: current
+                .as_deref()
+                .map(|s| self.meta(s))
+                .transpose()?
+                .flatten(),
             good_meta: good.as_deref().map(|s| self.meta(s)).transpose()?.flatten(),
             current,
             good,
@@ -297,14 +313,17 @@ impl Slots {
     fn switch(&self, slot: &str, hook: &mut dyn FnMut(InstallPoint)) -> Result<()> {
         let tmp = self.root.join("current.new");
         let _ = std::fs::remove_file(&tmp);
-        std::os::unix::fs::symlink(Path::new("slots").join(slot), &tmp).map_err(Error::io("creating link", &tmp))?;
+        std::os::unix::fs::symlink(Path::new("slots").join(slot), &tmp)
+            .map_err(Error::io("creating link", &tmp))?;
         hook(InstallPoint::Switching);
-        std::fs::rename(&tmp, self.root.join("current")).map_err(Error::io("switching", self.root.join("current")))?;
+        std::fs::rename(&tmp, self.root.join("current"))
+            .map_err(Error::io("switching", self.root.join("current")))?;
         fsync_dir(&self.root)
     }
 
     /// Stages `data` into the inactive slot, health-checks it, records a
     /// trial and switches to it. `hook` is told each [`InstallPoint`].
+    #[allow(clippy::too_many_arguments)]
     pub fn install(
         &self,
         meta: &SlotMeta,
@@ -321,8 +340,15 @@ impl Slots {
                 "a version is on trial: mark it good or roll back before installing another".into(),
             ));
         }
-        if meta.file.is_empty() || meta.file.contains('/') || meta.file.starts_with('.') || meta.file == "slot.json" {
-            return Err(Error::Slots(format!("bad artifact file name {:?}", meta.file)));
+        if meta.file.is_empty()
+            || meta.file.contains('/')
+            || meta.file.starts_with('.')
+            || meta.file == "slot.json"
+        {
+            return Err(Error::Slots(format!(
+                "bad artifact file name {:?}",
+                meta.file
+            )));
         }
         let target = current.as_deref().map_or("a", other).to_owned();
         let dir = self.slot_dir(&target);
@@ -334,10 +360,12 @@ impl Slots {
             use std::io::Write;
             let mut f = std::fs::File::create(&partial).map_err(Error::io("creating", &partial))?;
             let half = data.len() / 2;
-            f.write_all(&data[..half]).map_err(Error::io("writing", &partial))?;
+            f.write_all(&data[..half])
+                .map_err(Error::io("writing", &partial))?;
             f.flush().map_err(Error::io("writing", &partial))?;
             hook(InstallPoint::Downloading);
-            f.write_all(&data[half..]).map_err(Error::io("writing", &partial))?;
+            f.write_all(&data[half..])
+                .map_err(Error::io("writing", &partial))?;
             if meta.kind != ArtifactKind::Model.as_str() {
                 use std::os::unix::fs::PermissionsExt;
                 f.set_permissions(std::fs::Permissions::from_mode(0o755))
@@ -359,7 +387,9 @@ impl Slots {
             previous: current,
             starts: 0,
             max_starts: trial_starts.max(1),
-            deadline: now.plus_secs(i64::try_from(trial_window.as_secs()).unwrap_or(i64::MAX)).0,
+            deadline: now
+                .plus_secs(i64::try_from(trial_window.as_secs()).unwrap_or(i64::MAX))
+                .0,
         });
         self.save_state(&state)?;
         hook(InstallPoint::TrialRecorded);
@@ -378,7 +408,10 @@ impl Slots {
         };
         trial.starts += 1;
         let reason = if trial.starts > trial.max_starts {
-            Some(format!("not marked good within {} starts", trial.max_starts))
+            Some(format!(
+                "not marked good within {} starts",
+                trial.max_starts
+            ))
         } else if now.0 > trial.deadline {
             Some(format!("not marked good by {}", UnixTime(trial.deadline)))
         } else {
@@ -400,7 +433,9 @@ impl Slots {
 
     fn rollback_to(&self, slot: &str, state: &mut State, reason: &str) -> Result<()> {
         if self.meta(slot)?.is_none() {
-            return Err(Error::Slots(format!("slot {slot} holds no complete install")));
+            return Err(Error::Slots(format!(
+                "slot {slot} holds no complete install"
+            )));
         }
         // Switch first: killed between the two steps, the trial names a slot
         // that is no longer current and is dropped as stale.
@@ -432,9 +467,9 @@ impl Slots {
         let (current, mut state) = self.reconciled()?;
         let current = current.ok_or_else(|| Error::Slots("nothing installed".into()))?;
         if let Some(t) = state.trial.clone() {
-            let prev = t
-                .previous
-                .ok_or_else(|| Error::Slots("first install on trial: nothing to roll back to".into()))?;
+            let prev = t.previous.ok_or_else(|| {
+                Error::Slots("first install on trial: nothing to roll back to".into())
+            })?;
             self.rollback_to(&prev, &mut state, "rolled back by operator during trial")?;
             return Ok(prev);
         }

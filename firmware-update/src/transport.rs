@@ -129,7 +129,9 @@ pub mod http {
 
     impl Transport for HttpTransport {
         fn fetch(&self, url: &str, max_len: u64) -> Result<Vec<u8>, FetchError> {
-            let rest = url.strip_prefix("http://").ok_or_else(|| other("not an http:// URL"))?;
+            let rest = url
+                .strip_prefix("http://")
+                .ok_or_else(|| other("not an http:// URL"))?;
             let (authority, path) = match rest.find('/') {
                 Some(i) => (&rest[..i], &rest[i..]),
                 None => (rest, "/"),
@@ -149,7 +151,9 @@ pub mod http {
                 .ok_or_else(|| other("no address"))?;
             let mut stream = TcpStream::connect_timeout(&addr, self.timeout).map_err(other)?;
             stream.set_read_timeout(Some(self.timeout)).map_err(other)?;
-            stream.set_write_timeout(Some(self.timeout)).map_err(other)?;
+            stream
+                .set_write_timeout(Some(self.timeout))
+                .map_err(other)?;
             write!(
                 stream,
                 "GET {path} HTTP/1.1\r\nHost: {authority}\r\nUser-Agent: confidant-update\r\nAccept-Encoding: identity\r\nConnection: close\r\n\r\n"
@@ -158,19 +162,20 @@ pub mod http {
             let mut r = BufReader::new(stream);
             let mut header_bytes = 0usize;
             let mut line = String::new();
-            let mut read_line = |r: &mut BufReader<TcpStream>, line: &mut String| -> Result<(), FetchError> {
-                line.clear();
-                let n = r
-                    .by_ref()
-                    .take((MAX_HEADER_BYTES - header_bytes) as u64)
-                    .read_line(line)
-                    .map_err(other)?;
-                header_bytes += n;
-                if n == 0 || header_bytes >= MAX_HEADER_BYTES {
-                    return Err(other("truncated or oversized response head"));
-                }
-                Ok(())
-            };
+            let mut read_line =
+                |r: &mut BufReader<TcpStream>, line: &mut String| -> Result<(), FetchError> {
+                    line.clear();
+                    let n = r
+                        .by_ref()
+                        .take((MAX_HEADER_BYTES - header_bytes) as u64)
+                        .read_line(line)
+                        .map_err(other)?;
+                    header_bytes += n;
+                    if n == 0 || header_bytes >= MAX_HEADER_BYTES {
+                        return Err(other("truncated or oversized response head"));
+                    }
+                    Ok(())
+                };
             read_line(&mut r, &mut line)?;
             let status: u16 = line
                 .split_whitespace()
@@ -189,7 +194,9 @@ pub mod http {
                     let v = v.trim();
                     if k.eq_ignore_ascii_case("content-length") {
                         content_length = Some(v.parse().map_err(|_| other("bad Content-Length"))?);
-                    } else if k.eq_ignore_ascii_case("transfer-encoding") && v.to_ascii_lowercase().contains("chunked") {
+                    } else if k.eq_ignore_ascii_case("transfer-encoding")
+                        && v.to_ascii_lowercase().contains("chunked")
+                    {
                         chunked = true;
                     }
                 }
@@ -222,7 +229,8 @@ pub mod http {
             let mut line = String::new();
             r.by_ref().take(1024).read_line(&mut line).map_err(other)?;
             let size_str = line.trim_end().split(';').next().unwrap_or("");
-            let size = u64::from_str_radix(size_str.trim(), 16).map_err(|_| other("bad chunk size"))?;
+            let size =
+                u64::from_str_radix(size_str.trim(), 16).map_err(|_| other("bad chunk size"))?;
             if size == 0 {
                 return Ok(out);
             }
@@ -247,7 +255,10 @@ mod tests {
     #[test]
     fn bounded_read_refuses_one_byte_more() {
         assert_eq!(read_bounded(&[1u8, 2, 3][..], 3).unwrap(), vec![1, 2, 3]);
-        assert!(matches!(read_bounded(&[1u8, 2, 3, 4][..], 3), Err(FetchError::TooLarge)));
+        assert!(matches!(
+            read_bounded(&[1u8, 2, 3, 4][..], 3),
+            Err(FetchError::TooLarge)
+        ));
     }
 
     #[test]

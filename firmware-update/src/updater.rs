@@ -14,12 +14,13 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use crate::clock::{Clock, UnixTime};
+use crate::crypto::PublicKey;
 use crate::error::{Error, Result};
 use crate::fsutil::write_atomic;
 use crate::metadata::{
-    Envelope, MetaFile, Root, RoleKeys, Snapshot, TargetFile, Targets, Timestamp, check_length_and_hashes,
+    Envelope, MetaFile, RoleKeys, Root, Snapshot, TargetFile, Targets, Timestamp,
+    check_length_and_hashes,
 };
-use crate::crypto::PublicKey;
 use crate::transport::{FetchError, Transport};
 
 /// Limits and knobs; the defaults are python-tuf's.
@@ -144,7 +145,9 @@ impl TrustedSet {
     /// TUF 5.3.4–5.3.8: the next root in the chain.
     fn update_root(&mut self, bytes: &[u8], expected_version: u64) -> Result<()> {
         if self.timestamp.is_some() {
-            return Err(Error::Slots("root update after timestamp (client bug)".into()));
+            return Err(Error::Slots(
+                "root update after timestamp (client bug)".into(),
+            ));
         }
         let chain = |reason: String| Error::BadRootChain {
             version: expected_version,
@@ -154,7 +157,12 @@ impl TrustedSet {
         let new = Root::from_signed(&env.signed).map_err(|e| chain(e.to_string()))?;
         // 5.3.4: signed by a threshold of the trusted root's root keys ...
         env.verify("root", self.root.role("root"), &self.root.keys)
-            .map_err(|e| chain(format!("not signed by root v{} keys: {e}", self.root.common.version)))?;
+            .map_err(|e| {
+                chain(format!(
+                    "not signed by root v{} keys: {e}",
+                    self.root.common.version
+                ))
+            })?;
         // 5.3.5: ... and is exactly the next version ...
         if new.common.version != expected_version {
             return Err(chain(format!(
@@ -173,7 +181,9 @@ impl TrustedSet {
     /// trusted one (false when it has the same version).
     fn update_timestamp(&mut self, bytes: &[u8]) -> Result<bool> {
         if self.snapshot.is_some() {
-            return Err(Error::Slots("timestamp update after snapshot (client bug)".into()));
+            return Err(Error::Slots(
+                "timestamp update after snapshot (client bug)".into(),
+            ));
         }
         // 5.3.10: the final root must not be expired.
         self.check_expiry("root", self.root.common.expires)?;
@@ -223,7 +233,9 @@ impl TrustedSet {
     /// local copy (it may predate the current timestamp).
     fn update_snapshot(&mut self, bytes: &[u8], trusted: bool) -> Result<()> {
         if !self.targets.is_empty() {
-            return Err(Error::Slots("snapshot update after targets (client bug)".into()));
+            return Err(Error::Slots(
+                "snapshot update after targets (client bug)".into(),
+            ));
         }
         let meta = self.final_timestamp()?.snapshot_meta.clone();
         if !trusted {
@@ -285,10 +297,21 @@ impl TrustedSet {
     }
 
     /// TUF 5.6: a targets role delegated by `parent` ("root" for targets).
-    fn update_targets(&mut self, bytes: &[u8], role: &str, parent: &str, trusted: bool) -> Result<()> {
+    fn update_targets(
+        &mut self,
+        bytes: &[u8],
+        role: &str,
+        parent: &str,
+        trusted: bool,
+    ) -> Result<()> {
         let meta = self.snapshot_meta(role)?;
         if !trusted {
-            check_length_and_hashes(bytes, meta.length, meta.hashes.as_ref(), &format!("{role}.json"))?;
+            check_length_and_hashes(
+                bytes,
+                meta.length,
+                meta.hashes.as_ref(),
+                &format!("{role}.json"),
+            )?;
         }
         let env = Envelope::parse(bytes, role)?;
         let new = Targets::from_signed(&env.signed, role)?;
@@ -299,11 +322,13 @@ impl TrustedSet {
                 .targets
                 .get(parent)
                 .and_then(|p| p.delegations.as_ref())
-                .ok_or_else(|| Error::Slots(format!("delegator {parent} not loaded (client bug)")))?;
+                .ok_or_else(|| {
+                    Error::Slots(format!("delegator {parent} not loaded (client bug)"))
+                })?;
             let keys: &BTreeMap<String, PublicKey> = &delegations.keys;
-            let role_keys = delegations
-                .role_keys(role)
-                .ok_or_else(|| Error::malformed(role, format!("{parent} does not delegate to it")))?;
+            let role_keys = delegations.role_keys(role).ok_or_else(|| {
+                Error::malformed(role, format!("{parent} does not delegate to it"))
+            })?;
             env.verify(role, &role_keys, keys)?;
         }
         // 5.6.2: the version the snapshot names.
@@ -352,7 +377,8 @@ impl<'a> Updater<'a> {
     ) -> Result<Self> {
         let metadata_dir = metadata_dir.into();
         let root_path = metadata_dir.join("root.json");
-        let bytes = std::fs::read(&root_path).map_err(Error::io("reading trusted root", &root_path))?;
+        let bytes =
+            std::fs::read(&root_path).map_err(Error::io("reading trusted root", &root_path))?;
         let trusted = TrustedSet::new(&bytes, clock.now())?;
         Ok(Self {
             metadata_dir,
@@ -396,14 +422,18 @@ impl<'a> Updater<'a> {
     }
 
     fn fetch_required(&self, url: &str, max_len: u64, what: &str) -> Result<Vec<u8>> {
-        self.fetch(url, max_len, what)?.ok_or_else(|| Error::Transport {
-            url: url.to_owned(),
-            reason: "not found".into(),
-        })
+        self.fetch(url, max_len, what)?
+            .ok_or_else(|| Error::Transport {
+                url: url.to_owned(),
+                reason: "not found".into(),
+            })
     }
 
     fn persist(&self, role: &str, bytes: &[u8]) -> Result<()> {
-        write_atomic(&self.metadata_dir.join(format!("{}.json", quote(role))), bytes)
+        write_atomic(
+            &self.metadata_dir.join(format!("{}.json", quote(role))),
+            bytes,
+        )
     }
 
     fn local(&self, role: &str) -> Option<Vec<u8>> {
@@ -424,7 +454,9 @@ impl<'a> Updater<'a> {
         let first = self.trusted.root.common.version + 1;
         for v in first..first.saturating_add(self.config.max_root_rotations) {
             let url = format!("{}/{v}.root.json", self.metadata_url);
-            let Some(bytes) = self.fetch(&url, self.config.root_max_len, &format!("{v}.root.json"))? else {
+            let Some(bytes) =
+                self.fetch(&url, self.config.root_max_len, &format!("{v}.root.json"))?
+            else {
                 break;
             };
             self.trusted.update_root(&bytes, v)?;
@@ -448,10 +480,10 @@ impl<'a> Updater<'a> {
     }
 
     fn load_snapshot(&mut self) -> Result<()> {
-        if let Some(local) = self.local("snapshot") {
-            if self.trusted.update_snapshot(&local, true).is_ok() {
-                return Ok(());
-            }
+        if let Some(local) = self.local("snapshot")
+            && self.trusted.update_snapshot(&local, true).is_ok()
+        {
+            return Ok(());
         }
         let meta = self.trusted.final_timestamp()?.snapshot_meta.clone();
         let max = meta.length.unwrap_or(self.config.snapshot_max_len);
@@ -470,10 +502,13 @@ impl<'a> Updater<'a> {
         if self.trusted.targets.contains_key(role) {
             return Ok(());
         }
-        if let Some(local) = self.local(role) {
-            if self.trusted.update_targets(&local, role, parent, true).is_ok() {
-                return Ok(());
-            }
+        if let Some(local) = self.local(role)
+            && self
+                .trusted
+                .update_targets(&local, role, parent, true)
+                .is_ok()
+        {
+            return Ok(());
         }
         let meta = self.trusted.snapshot_meta(role)?;
         let max = meta.length.unwrap_or(self.config.targets_max_len);
@@ -498,7 +533,9 @@ impl<'a> Updater<'a> {
         let mut visited = BTreeSet::new();
         let mut budget = self.config.max_delegations;
         while budget > 0 {
-            let Some((role, parent)) = stack.pop() else { break };
+            let Some((role, parent)) = stack.pop() else {
+                break;
+            };
             if visited.contains(&role) {
                 continue;
             }
@@ -530,7 +567,10 @@ impl<'a> Updater<'a> {
     pub fn target_url(&self, target_base_url: &str, target: &str, info: &TargetFile) -> String {
         let mut path = target.to_owned();
         if self.trusted.root.consistent_snapshot && self.config.prefix_targets_with_hash {
-            let hash = info.hashes.get("sha256").or_else(|| info.hashes.values().next());
+            let hash = info
+                .hashes
+                .get("sha256")
+                .or_else(|| info.hashes.values().next());
             if let Some(h) = hash {
                 path = match target.rsplit_once('/') {
                     Some((dir, base)) => format!("{dir}/{h}.{base}"),
@@ -543,7 +583,12 @@ impl<'a> Updater<'a> {
 
     /// Downloads a target, reading at most its signed length, and checks
     /// its hashes (TUF 5.7.3). Nothing unverified is returned.
-    pub fn fetch_target(&self, target_base_url: &str, target: &str, info: &TargetFile) -> Result<Vec<u8>> {
+    pub fn fetch_target(
+        &self,
+        target_base_url: &str,
+        target: &str,
+        info: &TargetFile,
+    ) -> Result<Vec<u8>> {
         let url = self.target_url(target_base_url, target, info);
         let bytes = self.fetch_required(&url, info.length, target)?;
         check_length_and_hashes(&bytes, Some(info.length), Some(&info.hashes), target)?;

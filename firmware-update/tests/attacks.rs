@@ -35,7 +35,10 @@ fn timestamp_rollback_is_refused() {
     // ... then a mirror replays the old one.
     std::fs::write(fx.md("timestamp.json"), old_ts).unwrap();
     let err = dev.apply(&fx).unwrap_err();
-    assert!(matches!(&err, Error::Rollback { role, .. } if role == "timestamp"), "{err}");
+    assert!(
+        matches!(&err, Error::Rollback { role, .. } if role == "timestamp"),
+        "{err}"
+    );
     assert_eq!(dev.snapshot(), before);
 }
 
@@ -53,7 +56,10 @@ fn snapshot_rollback_is_refused() {
         s["meta"]["snapshot.json"] = json!({"version": old_snap});
     });
     let err = dev.apply(&fx).unwrap_err();
-    assert!(matches!(&err, Error::Rollback { role, .. } if role == "snapshot"), "{err}");
+    assert!(
+        matches!(&err, Error::Rollback { role, .. } if role == "snapshot"),
+        "{err}"
+    );
     assert_untouched(&dev, &before);
 }
 
@@ -78,7 +84,10 @@ fn targets_rollback_is_refused() {
         s["meta"]["snapshot.json"] = json!({"version": snap_v + 1});
     });
     let err = dev.apply(&fx).unwrap_err();
-    assert!(matches!(&err, Error::Rollback { role, .. } if role == "server"), "{err}");
+    assert!(
+        matches!(&err, Error::Rollback { role, .. } if role == "server"),
+        "{err}"
+    );
     assert_untouched(&dev, &before);
 }
 
@@ -90,7 +99,10 @@ fn expired_timestamp_freeze_is_refused() {
     // A frozen mirror keeps serving metadata past its expiry (timestamp: 1 day).
     let later = UnixTime(NOW.0 + 2 * 86_400);
     let err = dev.apply_at(&fx, later).unwrap_err();
-    assert!(matches!(&err, Error::Freeze { role, .. } if role == "timestamp"), "{err}");
+    assert!(
+        matches!(&err, Error::Freeze { role, .. } if role == "timestamp"),
+        "{err}"
+    );
     assert_untouched(&dev, &before);
 }
 
@@ -102,9 +114,16 @@ fn snapshot_not_matching_targets_mix_and_match_is_refused() {
     fx.release("2.0.0", 2, &script("2.0.0"));
     // The mirror serves the old server role under the new version's name.
     let new = fx.latest("server");
-    std::fs::copy(fx.md(&format!("{old}.server.json")), fx.md(&format!("{new}.server.json"))).unwrap();
+    std::fs::copy(
+        fx.md(&format!("{old}.server.json")),
+        fx.md(&format!("{new}.server.json")),
+    )
+    .unwrap();
     let err = dev.apply(&fx).unwrap_err();
-    assert!(matches!(&err, Error::MixAndMatch { role, by, .. } if role == "server" && by == "snapshot"), "{err}");
+    assert!(
+        matches!(&err, Error::MixAndMatch { role, by, .. } if role == "server" && by == "snapshot"),
+        "{err}"
+    );
     assert_untouched(&dev, &before);
 }
 
@@ -114,13 +133,18 @@ fn fast_forward_is_refused_and_recovered_from_after_key_rotation() {
     // A stolen timestamp key fast-forwards the device to timestamp v1000.
     let ts_path = fx.md("timestamp.json");
     let legit_ts = std::fs::read(&ts_path).unwrap();
-    resign(&ts_path, &[&fx.keys.timestamp], |s| s["version"] = json!(1000));
+    resign(&ts_path, &[&fx.keys.timestamp], |s| {
+        s["version"] = json!(1000)
+    });
     assert!(dev.apply(&fx).unwrap().is_none());
     // The legitimate repository moves on; its timestamp now looks like a rollback.
     std::fs::write(&ts_path, &legit_ts).unwrap();
     fx.release("2.0.0", 2, &script("2.0.0"));
     let err = dev.apply(&fx).unwrap_err();
-    assert!(matches!(&err, Error::Rollback { role, .. } if role == "timestamp"), "{err}");
+    assert!(
+        matches!(&err, Error::Rollback { role, .. } if role == "timestamp"),
+        "{err}"
+    );
     let before = dev.snapshot();
 
     // Recovery: root v2 rotates the timestamp key.
@@ -138,18 +162,28 @@ fn fast_forward_is_refused_and_recovered_from_after_key_rotation() {
         )
         .unwrap();
     fx.repo.sign("root", &[&fx.keys.root]).unwrap();
-    fx.repo.publish(&[&fx.keys.snapshot], &[&new_ts], NOW).unwrap();
+    fx.repo
+        .publish(&[&fx.keys.snapshot], &[&new_ts], NOW)
+        .unwrap();
     let recovered_ts = std::fs::read(&ts_path).unwrap();
 
     // The attacker keeps serving a fast-forwarded timestamp with the revoked key.
-    resign(&ts_path, &[&fx.keys.timestamp], |s| s["version"] = json!(1001));
+    resign(&ts_path, &[&fx.keys.timestamp], |s| {
+        s["version"] = json!(1001)
+    });
     let err = dev.apply(&fx).unwrap_err();
-    assert!(matches!(&err, Error::FastForward { role, .. } if role == "timestamp"), "{err}");
+    assert!(
+        matches!(&err, Error::FastForward { role, .. } if role == "timestamp"),
+        "{err}"
+    );
     assert_eq!(dev.snapshot(), before);
 
     // With the rotated key's timestamp, the device recovers and updates.
     std::fs::write(&ts_path, recovered_ts).unwrap();
-    let r = dev.apply(&fx).unwrap().expect("2.0.0 installs after recovery");
+    let r = dev
+        .apply(&fx)
+        .unwrap()
+        .expect("2.0.0 installs after recovery");
     assert_eq!(r.version, "2.0.0");
     assert_eq!(dev.run_current(), "confidant 2.0.0");
 }
@@ -163,7 +197,10 @@ fn oversized_metadata_endless_data_is_refused() {
         s["padding"] = json!("x".repeat(20_000));
     });
     let err = dev.apply(&fx).unwrap_err();
-    assert!(matches!(&err, Error::EndlessData { what, .. } if what == "timestamp.json"), "{err}");
+    assert!(
+        matches!(&err, Error::EndlessData { what, .. } if what == "timestamp.json"),
+        "{err}"
+    );
     assert_untouched(&dev, &before);
 }
 
@@ -174,12 +211,18 @@ fn oversized_target_endless_data_is_refused() {
     let content = script("2.0.0");
     fx.release("2.0.0", 2, &content);
     let hash = confidant_firmware_update::crypto::sha256_hex(&content);
-    let path = fx.repo.targets_dir().join(format!("server/{hash}.confidant"));
+    let path = fx
+        .repo
+        .targets_dir()
+        .join(format!("server/{hash}.confidant"));
     let mut big = content.clone();
     big.extend(std::iter::repeat_n(b'#', 1 << 20));
     std::fs::write(&path, big).unwrap();
     let err = dev.apply(&fx).unwrap_err();
-    assert!(matches!(&err, Error::EndlessData { what, .. } if what == "server/confidant"), "{err}");
+    assert!(
+        matches!(&err, Error::EndlessData { what, .. } if what == "server/confidant"),
+        "{err}"
+    );
     assert_untouched(&dev, &before);
 }
 
@@ -190,11 +233,17 @@ fn target_hash_mismatch_arbitrary_software_is_refused() {
     let content = script("2.0.0");
     fx.release("2.0.0", 2, &content);
     let hash = confidant_firmware_update::crypto::sha256_hex(&content);
-    let path = fx.repo.targets_dir().join(format!("server/{hash}.confidant"));
+    let path = fx
+        .repo
+        .targets_dir()
+        .join(format!("server/{hash}.confidant"));
     // Same length, different bytes: a malicious binary.
     std::fs::write(&path, script("6.6.6")).unwrap();
     let err = dev.apply(&fx).unwrap_err();
-    assert!(matches!(&err, Error::HashMismatch { what, .. } if what == "server/confidant"), "{err}");
+    assert!(
+        matches!(&err, Error::HashMismatch { what, .. } if what == "server/confidant"),
+        "{err}"
+    );
     assert_untouched(&dev, &before);
 }
 
@@ -208,7 +257,10 @@ fn below_threshold_signatures_are_refused() {
     let v = fx.latest("server");
     resign(&fx.md(&format!("{v}.server.json")), &[&rogue], |_| {});
     let err = dev.apply(&fx).unwrap_err();
-    assert!(matches!(&err, Error::Threshold { role, valid: 0, threshold: 1 } if role == "server"), "{err}");
+    assert!(
+        matches!(&err, Error::Threshold { role, valid: 0, threshold: 1 } if role == "server"),
+        "{err}"
+    );
     assert_untouched(&dev, &before);
 }
 
@@ -232,12 +284,19 @@ fn root_chain_with_a_bad_link_is_refused() {
         .unwrap();
     fx.repo.sign("root", &[&attacker]).unwrap();
     // publish() itself refuses the broken chain ...
-    assert!(fx.repo.publish(&[&fx.keys.snapshot], &[&fx.keys.timestamp], NOW).is_err());
+    assert!(
+        fx.repo
+            .publish(&[&fx.keys.snapshot], &[&fx.keys.timestamp], NOW)
+            .is_err()
+    );
     // ... so the attacker writes 2.root.json directly.
     let staged = fx.repo.dir().join("staged/root.json");
     std::fs::copy(&staged, fx.md("2.root.json")).unwrap();
     let err = dev.apply(&fx).unwrap_err();
-    assert!(matches!(&err, Error::BadRootChain { version: 2, .. }), "{err}");
+    assert!(
+        matches!(&err, Error::BadRootChain { version: 2, .. }),
+        "{err}"
+    );
     assert_untouched(&dev, &before);
     // The trusted root did not move.
     let trusted: serde_json::Value =
@@ -288,9 +347,15 @@ fn unconfirmed_version_is_rolled_back_after_its_starts_or_deadline() {
     assert_eq!(dev.run_current(), "confidant 2.0.0");
     let slots = dev.slots();
     for n in 1..=3 {
-        assert_eq!(slots.on_start(NOW).unwrap(), StartDecision::OnTrial { starts: n });
+        assert_eq!(
+            slots.on_start(NOW).unwrap(),
+            StartDecision::OnTrial { starts: n }
+        );
     }
-    assert!(matches!(slots.on_start(NOW).unwrap(), StartDecision::RolledBack { .. }));
+    assert!(matches!(
+        slots.on_start(NOW).unwrap(),
+        StartDecision::RolledBack { .. }
+    ));
     assert_eq!(dev.run_current(), "confidant 1.0.0");
     assert!(slots.status().unwrap().last_rollback.is_some());
 
@@ -301,7 +366,10 @@ fn unconfirmed_version_is_rolled_back_after_its_starts_or_deadline() {
     fx2.release("2.0.0", 2, &script("2.0.0"));
     dev2.apply(&fx2).unwrap();
     let late = UnixTime(NOW.0 + 3600);
-    assert!(matches!(dev2.slots().on_start(late).unwrap(), StartDecision::RolledBack { .. }));
+    assert!(matches!(
+        dev2.slots().on_start(late).unwrap(),
+        StartDecision::RolledBack { .. }
+    ));
     assert_eq!(dev2.run_current(), "confidant 1.0.0");
     // A counter is only advanced by mark-good: 2.0.0 never was.
     assert_eq!(

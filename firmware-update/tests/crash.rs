@@ -24,8 +24,14 @@ fn apply_and_kill_at(fx: &Fixture, dev: &Device, point: &str) {
         .spawn()
         .unwrap();
     let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    assert_eq!(line.trim(), format!("reached {point}"), "helper did not reach {point}");
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(
+        line.trim(),
+        format!("reached {point}"),
+        "helper did not reach {point}"
+    );
     child.kill().unwrap(); // SIGKILL
     let status = child.wait().unwrap();
     assert!(!status.success());
@@ -44,15 +50,27 @@ fn killed_at_any_install_point_the_previous_version_still_runs() {
         apply_and_kill_at(&fx, &dev, point);
 
         let st = dev.slots().status().unwrap();
-        assert_eq!(st.good, st.current, "{point}: current must be the good slot");
-        assert!(st.trial.is_none(), "{point}: no trial for an unswitched slot");
+        assert_eq!(
+            st.good, st.current,
+            "{point}: current must be the good slot"
+        );
+        assert!(
+            st.trial.is_none(),
+            "{point}: no trial for an unswitched slot"
+        );
         assert_eq!(st.current_meta.unwrap().version, "1.0.0", "{point}");
         assert_eq!(dev.run_current(), "confidant 1.0.0", "{point}");
 
         // The next start is uneventful, and a new apply completes.
         let d = dev.slots().on_start(NOW).unwrap();
-        assert_eq!(d, confidant_firmware_update::slots::StartDecision::Good, "{point}");
-        dev.apply(&fx).unwrap().expect("2.0.0 installs after the crash");
+        assert_eq!(
+            d,
+            confidant_firmware_update::slots::StartDecision::Good,
+            "{point}"
+        );
+        dev.apply(&fx)
+            .unwrap()
+            .expect("2.0.0 installs after the crash");
         assert_eq!(dev.run_current(), "confidant 2.0.0", "{point}");
     }
 }
@@ -67,7 +85,11 @@ fn killed_after_the_switch_the_unconfirmed_version_is_rolled_back() {
 
     let st = dev.slots().status().unwrap();
     assert_eq!(st.current_meta.unwrap().version, "2.0.0");
-    assert_eq!(st.good_meta.unwrap().version, "1.0.0", "the fallback is recorded");
+    assert_eq!(
+        st.good_meta.unwrap().version,
+        "1.0.0",
+        "the fallback is recorded"
+    );
     for _ in 0..3 {
         dev.slots().on_start(NOW).unwrap();
     }

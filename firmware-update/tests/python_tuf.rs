@@ -40,12 +40,24 @@ fn python_repo(dir: &Path) -> Value {
     python(&["make-repo", &dir.display().to_string()])
 }
 
-fn install_from(repo: &Path, metadata_url: &str, targets_url: &str, transport: &dyn Transport) -> (Slots, install::Release) {
+fn install_from(
+    repo: &Path,
+    metadata_url: &str,
+    targets_url: &str,
+    transport: &dyn Transport,
+) -> (Slots, install::Release) {
     let root = repo.parent().unwrap().join("device");
     let initial = std::fs::read(repo.join("initial_root.json")).unwrap();
     Updater::init(&root.join("tuf"), &initial).unwrap();
     // python-tuf dates its metadata from the real clock.
-    let mut u = Updater::new(root.join("tuf"), metadata_url, transport, &SystemClock, Config::default()).unwrap();
+    let mut u = Updater::new(
+        root.join("tuf"),
+        metadata_url,
+        transport,
+        &SystemClock,
+        Config::default(),
+    )
+    .unwrap();
     let slots = Slots::open(&root).unwrap();
     let release = install::apply(
         &mut u,
@@ -79,7 +91,10 @@ fn python_tuf_repository_is_consumed_by_our_client() {
     assert_eq!(release.version, made["custom"]["version"]);
     assert_eq!(release.security_counter, 3);
     let installed = std::fs::read(slots.root().join("current/confidant")).unwrap();
-    assert_eq!(hex::encode(installed), made["content_hex"].as_str().unwrap());
+    assert_eq!(
+        hex::encode(installed),
+        made["content_hex"].as_str().unwrap()
+    );
 }
 
 #[test]
@@ -93,10 +108,17 @@ fn python_tuf_repository_over_http_is_consumed_by_our_client() {
         .spawn()
         .unwrap();
     let mut port = String::new();
-    BufReader::new(server.stdout.take().unwrap()).read_line(&mut port).unwrap();
+    BufReader::new(server.stdout.take().unwrap())
+        .read_line(&mut port)
+        .unwrap();
     let base = format!("http://127.0.0.1:{}", port.trim());
     let result = std::panic::catch_unwind(|| {
-        install_from(&repo, &format!("{base}/metadata"), &format!("{base}/targets"), &DefaultTransport)
+        install_from(
+            &repo,
+            &format!("{base}/metadata"),
+            &format!("{base}/targets"),
+            &DefaultTransport,
+        )
     });
     server.kill().unwrap();
     let _ = server.wait();
@@ -124,7 +146,9 @@ fn our_repository_is_consumed_by_python_tuf_ngclient() {
         )
         .unwrap();
     fx.repo.sign("root", &[&fx.keys.root]).unwrap();
-    fx.repo.publish(&[&fx.keys.snapshot], &[&new_ts], fx.now).unwrap();
+    fx.repo
+        .publish(&[&fx.keys.snapshot], &[&new_ts], fx.now)
+        .unwrap();
 
     let initial = fx.tmp.path().join("initial_root.json");
     std::fs::write(&initial, &fx.initial_root).unwrap();
@@ -144,7 +168,17 @@ fn our_repository_is_consumed_by_python_tuf_ngclient() {
     // And our own client agrees on the same repository.
     let dev = Device::new(&fx, "device");
     let transport = FileTransport;
-    let mut u = Updater::new(dev.root.join("tuf"), &fx.metadata_url(), &transport, &FixedClock(fx.now), Config::default()).unwrap();
-    assert_eq!(u.target_info("server/confidant").unwrap().length, script("2.0.0").len() as u64);
+    let mut u = Updater::new(
+        dev.root.join("tuf"),
+        &fx.metadata_url(),
+        &transport,
+        &FixedClock(fx.now),
+        Config::default(),
+    )
+    .unwrap();
+    assert_eq!(
+        u.target_info("server/confidant").unwrap().length,
+        script("2.0.0").len() as u64
+    );
     assert_eq!(u.root().common.version, 2);
 }

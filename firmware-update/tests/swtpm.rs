@@ -11,13 +11,13 @@ use std::time::{Duration, Instant};
 
 use common::{Device, Fixture, NOW, script};
 use confidant_firmware_update::Error;
+use confidant_firmware_update::FixedClock;
 use confidant_firmware_update::counter::tpm::{DEFAULT_BASE_INDEX, TpmCounters};
 use confidant_firmware_update::counter::{ArtifactKind, CounterStore};
 use confidant_firmware_update::install::{self, TrialPolicy};
 use confidant_firmware_update::slots::DefaultHealthCheck;
 use confidant_firmware_update::transport::FileTransport;
 use confidant_firmware_update::updater::{Config, Updater};
-use confidant_firmware_update::FixedClock;
 
 struct Swtpm {
     child: Child,
@@ -48,8 +48,14 @@ fn swtpm(state: &Path) -> Swtpm {
         .args(["socket", "--tpm2", "--flags", "not-need-init,startup-clear"])
         .arg("--tpmstate")
         .arg(format!("dir={}", state.display()))
-        .args(["--server", &format!("type=tcp,port={port},bindaddr=127.0.0.1")])
-        .args(["--ctrl", &format!("type=tcp,port={},bindaddr=127.0.0.1", port + 1)])
+        .args([
+            "--server",
+            &format!("type=tcp,port={port},bindaddr=127.0.0.1"),
+        ])
+        .args([
+            "--ctrl",
+            &format!("type=tcp,port={},bindaddr=127.0.0.1", port + 1),
+        ])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
@@ -84,7 +90,14 @@ fn swtpm_nv_counters_are_monotonic_and_persistent() {
         assert_eq!(c.read(ArtifactKind::Model).unwrap(), 1);
         let refused = c.advance(ArtifactKind::Server, 2);
         assert!(
-            matches!(refused, Err(Error::SecurityCounter { stored: 3, offered: 2, .. })),
+            matches!(
+                refused,
+                Err(Error::SecurityCounter {
+                    stored: 3,
+                    offered: 2,
+                    ..
+                })
+            ),
             "{refused:?}"
         );
         c.advance(ArtifactKind::Server, 3).unwrap();
@@ -108,7 +121,13 @@ fn swtpm_counter_gates_installs() {
     let transport = FileTransport;
     let clock = FixedClock(NOW);
     let apply = |counters: &mut TpmCounters| {
-        let mut u = Updater::new(dev.root.join("tuf"), &fx.metadata_url(), &transport, &clock, Config::default())?;
+        let mut u = Updater::new(
+            dev.root.join("tuf"),
+            &fx.metadata_url(),
+            &transport,
+            &clock,
+            Config::default(),
+        )?;
         install::apply(
             &mut u,
             &fx.targets_url(),
@@ -124,12 +143,26 @@ fn swtpm_counter_gates_installs() {
     let mut c = connect(&t);
     fx.release("1.1.0", 4, &script("1.1.0"));
     apply(&mut c).unwrap().unwrap();
-    assert_eq!(c.read(ArtifactKind::Server).unwrap(), 0, "advanced only by mark-good");
+    assert_eq!(
+        c.read(ArtifactKind::Server).unwrap(),
+        0,
+        "advanced only by mark-good"
+    );
     dev.slots().mark_good(&mut c).unwrap();
     assert_eq!(c.read(ArtifactKind::Server).unwrap(), 4);
 
     fx.release("1.2.0", 3, &script("1.2.0"));
     let err = apply(&mut c).unwrap_err();
-    assert!(matches!(err, Error::SecurityCounter { stored: 4, offered: 3, .. }), "{err}");
+    assert!(
+        matches!(
+            err,
+            Error::SecurityCounter {
+                stored: 4,
+                offered: 3,
+                ..
+            }
+        ),
+        "{err}"
+    );
     assert_eq!(dev.run_current(), "confidant 1.1.0");
 }

@@ -100,14 +100,20 @@ impl fmt::Display for CoreError {
                 write!(f, "manifest has {len} bytes, expected {expected}")
             }
             Self::BadMagic => f.write_str("not an update manifest (bad magic)"),
-            Self::BadVersion => f.write_str("manifest version string is empty, too long or not printable ASCII"),
-            Self::WrongKey { .. } => f.write_str("manifest signed by a key this device does not trust"),
+            Self::BadVersion => {
+                f.write_str("manifest version string is empty, too long or not printable ASCII")
+            }
+            Self::WrongKey { .. } => {
+                f.write_str("manifest signed by a key this device does not trust")
+            }
             Self::BadSignature => f.write_str("manifest signature does not verify"),
             Self::CounterRollback { stored, offered } => write!(
                 f,
                 "security counter {offered} is below the stored counter {stored} (rollback refused)"
             ),
-            Self::PayloadMismatch => f.write_str("payload length or SHA-256 differs from the manifest"),
+            Self::PayloadMismatch => {
+                f.write_str("payload length or SHA-256 differs from the manifest")
+            }
             Self::BufferTooSmall => f.write_str("output buffer too small"),
         }
     }
@@ -313,12 +319,18 @@ mod tests {
         assert_eq!(m.fields().security_counter, 5);
         assert_eq!(m.fields().payload_len, 10);
         m.check_payload(10, &[3; 32]).unwrap();
-        assert_eq!(m.check_payload(10, &[4; 32]), Err(CoreError::PayloadMismatch));
+        assert_eq!(
+            m.check_payload(10, &[4; 32]),
+            Err(CoreError::PayloadMismatch)
+        );
         for byte in 0..n {
             for bit in 0..8 {
                 let mut b = buf;
                 b[byte] ^= 1 << bit;
-                assert!(Manifest::verify(&b[..n], &key.verifying_key()).is_err(), "flip {byte}:{bit}");
+                assert!(
+                    Manifest::verify(&b[..n], &key.verifying_key()).is_err(),
+                    "flip {byte}:{bit}"
+                );
             }
         }
     }
@@ -345,7 +357,10 @@ mod tests {
     fn counter_rollback_is_refused() {
         assert_eq!(
             check_counter(6, 5),
-            Err(CoreError::CounterRollback { stored: 6, offered: 5 })
+            Err(CoreError::CounterRollback {
+                stored: 6,
+                offered: 5
+            })
         );
         assert!(check_counter(5, 5).is_ok());
         assert!(check_counter(5, 6).is_ok());

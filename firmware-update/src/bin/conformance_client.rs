@@ -52,7 +52,14 @@ fn run(a: Args) -> Result<(), String> {
         }
         ["refresh"] => {
             let url = need(a.metadata_url, "--metadata-url")?;
-            let mut u = Updater::new(&metadata_dir, &url, &transport, &SystemClock, Config::default()).map_err(e)?;
+            let mut u = Updater::new(
+                &metadata_dir,
+                &url,
+                &transport,
+                &SystemClock,
+                Config::default(),
+            )
+            .map_err(e)?;
             u.refresh().map_err(e)
         }
         ["download"] => {
@@ -60,19 +67,30 @@ fn run(a: Args) -> Result<(), String> {
             let name = need(a.target_name, "--target-name")?;
             let base = need(a.target_base_url, "--target-base-url")?;
             let dir = a.target_dir.ok_or("--target-dir is required")?;
-            let mut u = Updater::new(&metadata_dir, &url, &transport, &SystemClock, Config::default()).map_err(e)?;
+            let mut u = Updater::new(
+                &metadata_dir,
+                &url,
+                &transport,
+                &SystemClock,
+                Config::default(),
+            )
+            .map_err(e)?;
             let info = u.target_info(&name).map_err(e)?;
             let path = dir.join(quote(&name));
-            if let Ok(cached) = std::fs::read(&path) {
-                if check_length_and_hashes(&cached, Some(info.length), Some(&info.hashes), &name).is_ok() {
-                    return Ok(());
-                }
+            if let Ok(cached) = std::fs::read(&path)
+                && check_length_and_hashes(&cached, Some(info.length), Some(&info.hashes), &name)
+                    .is_ok()
+            {
+                return Ok(());
             }
             let data = u.fetch_target(&base, &name, &info).map_err(e)?;
             std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
             confidant_firmware_update::fsutil::write_atomic(&path, &data).map_err(e)
         }
-        _ => Err("usage: --metadata-dir DIR [--metadata-url URL] (init ROOT | refresh | download)".into()),
+        _ => Err(
+            "usage: --metadata-dir DIR [--metadata-url URL] (init ROOT | refresh | download)"
+                .into(),
+        ),
     }
 }
 

@@ -35,7 +35,13 @@ fn main() -> ExitCode {
             Some(c) => c,
             None => &SystemClock,
         };
-        let mut u = Updater::new(format!("{root}/tuf"), metadata_url, &transport, clock, Config::default())?;
+        let mut u = Updater::new(
+            format!("{root}/tuf"),
+            metadata_url,
+            &transport,
+            clock,
+            Config::default(),
+        )?;
         let slots = Slots::open(root)?;
         let mut counters = FileCounters::new(format!("{root}/counters"))?;
         install::apply(

@@ -17,6 +17,7 @@
 //!
 //! Index layout: counter of kind *k* at `base + 2k`, origin at `base + 2k + 1`.
 
+use tss_esapi::Context;
 use tss_esapi::attributes::NvIndexAttributesBuilder;
 use tss_esapi::constants::CapabilityType;
 use tss_esapi::constants::nv_index_type::NvIndexType;
@@ -26,7 +27,6 @@ use tss_esapi::interface_types::resource_handles::{NvAuth, Provision};
 use tss_esapi::interface_types::session_handles::AuthSession;
 use tss_esapi::structures::{CapabilityData, MaxNvBuffer, NvPublicBuilder};
 use tss_esapi::tcti_ldr::TctiNameConf;
-use tss_esapi::Context;
 
 use super::{ArtifactKind, CounterStore};
 use crate::error::{Error, Result};
@@ -45,7 +45,9 @@ pub struct TpmCounters {
 
 impl std::fmt::Debug for TpmCounters {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TpmCounters").field("base", &format_args!("{:#010x}", self.base)).finish()
+        f.debug_struct("TpmCounters")
+            .field("base", &format_args!("{:#010x}", self.base))
+            .finish()
     }
 }
 
@@ -121,7 +123,9 @@ impl TpmCounters {
             .map_err(tpm("NV public"))?;
         let h = self
             .ctx
-            .execute_with_session(Some(AuthSession::Password), |c| c.nv_define_space(Provision::Owner, None, public))
+            .execute_with_session(Some(AuthSession::Password), |c| {
+                c.nv_define_space(Provision::Owner, None, public)
+            })
             .map_err(tpm("defining NV index"))?;
         self.handles.insert(index, h);
         Ok(h)
@@ -129,14 +133,18 @@ impl TpmCounters {
 
     fn increment(&mut self, h: NvIndexHandle) -> Result<()> {
         self.ctx
-            .execute_with_session(Some(AuthSession::Password), |c| c.nv_increment(NvAuth::Owner, h))
+            .execute_with_session(Some(AuthSession::Password), |c| {
+                c.nv_increment(NvAuth::Owner, h)
+            })
             .map_err(tpm("incrementing NV counter"))
     }
 
     fn read_u64(&mut self, h: NvIndexHandle) -> Result<u64> {
         let buf = self
             .ctx
-            .execute_with_session(Some(AuthSession::Password), |c| c.nv_read(NvAuth::Owner, h, 8, 0))
+            .execute_with_session(Some(AuthSession::Password), |c| {
+                c.nv_read(NvAuth::Owner, h, 8, 0)
+            })
             .map_err(tpm("reading NV"))?;
         let b: [u8; 8] = buf
             .value()
@@ -146,7 +154,11 @@ impl TpmCounters {
     }
 
     /// (counter handle, origin) of a kind, creating both on first use.
-    fn counter(&mut self, kind: ArtifactKind, create: bool) -> Result<Option<(NvIndexHandle, u64)>> {
+    fn counter(
+        &mut self,
+        kind: ArtifactKind,
+        create: bool,
+    ) -> Result<Option<(NvIndexHandle, u64)>> {
         let ci = self.base + 2 * kind_index(kind);
         let oi = ci + 1;
         let counter = self.handle(ci)?;
@@ -161,9 +173,12 @@ impl TpmCounters {
                     // Killed between defining and writing the origin: the
                     // counter was only incremented for the origin itself.
                     let origin = self.read_u64(c)?;
-                    let data = MaxNvBuffer::try_from(origin.to_be_bytes().to_vec()).map_err(tpm("NV buffer"))?;
+                    let data = MaxNvBuffer::try_from(origin.to_be_bytes().to_vec())
+                        .map_err(tpm("NV buffer"))?;
                     self.ctx
-                        .execute_with_session(Some(AuthSession::Password), |c| c.nv_write(NvAuth::Owner, o, data, 0))
+                        .execute_with_session(Some(AuthSession::Password), |c| {
+                            c.nv_write(NvAuth::Owner, o, data, 0)
+                        })
                         .map_err(tpm("writing NV origin"))?;
                 }
                 let origin = self.read_u64(o)?;
@@ -183,10 +198,13 @@ impl TpmCounters {
                 self.increment(c)?;
                 let origin = self.read_u64(c)?;
                 let o = self.define(oi, NvIndexType::Ordinary)?;
-                let data = MaxNvBuffer::try_from(origin.to_be_bytes().to_vec()).map_err(tpm("NV buffer"))?;
+                let data = MaxNvBuffer::try_from(origin.to_be_bytes().to_vec())
+                    .map_err(tpm("NV buffer"))?;
                 self.ctx
-                        .execute_with_session(Some(AuthSession::Password), |c| c.nv_write(NvAuth::Owner, o, data, 0))
-                        .map_err(tpm("writing NV origin"))?;
+                    .execute_with_session(Some(AuthSession::Password), |c| {
+                        c.nv_write(NvAuth::Owner, o, data, 0)
+                    })
+                    .map_err(tpm("writing NV origin"))?;
                 Ok(Some((c, origin)))
             }
             (None, Some(_)) => Err(Error::Tpm(format!(
@@ -202,8 +220,9 @@ impl CounterStore for TpmCounters {
             None => Ok(0),
             Some((c, origin)) => {
                 let v = self.read_u64(c)?;
-                v.checked_sub(origin)
-                    .ok_or_else(|| Error::Tpm(format!("{kind} counter {v} below its origin {origin}")))
+                v.checked_sub(origin).ok_or_else(|| {
+                    Error::Tpm(format!("{kind} counter {v} below its origin {origin}"))
+                })
             }
         }
     }
@@ -223,7 +242,10 @@ impl CounterStore for TpmCounters {
         // Counters move by one per increment; security counters are bumped
         // rarely, so this loop is short. Bounded anyway.
         if value - stored > 1 << 16 {
-            return Err(Error::Tpm(format!("refusing to advance the {kind} counter by {}", value - stored)));
+            return Err(Error::Tpm(format!(
+                "refusing to advance the {kind} counter by {}",
+                value - stored
+            )));
         }
         let (c, _) = self
             .counter(kind, true)?

@@ -146,10 +146,10 @@ impl Fixture {
         let mut best = 0;
         for e in std::fs::read_dir(self.repo.metadata_dir()).unwrap() {
             let n = e.unwrap().file_name().to_string_lossy().into_owned();
-            if let Some(v) = n.strip_suffix(&format!(".{role}.json")) {
-                if let Ok(v) = v.parse::<u64>() {
-                    best = best.max(v);
-                }
+            if let Some(v) = n.strip_suffix(&format!(".{role}.json"))
+                && let Ok(v) = v.parse::<u64>()
+            {
+                best = best.max(v);
             }
         }
         best
@@ -194,7 +194,13 @@ impl Device {
     pub fn apply_at(&self, fx: &Fixture, now: UnixTime) -> Result<Option<install::Release>, Error> {
         let transport = FileTransport;
         let clock = FixedClock(now);
-        let mut u = Updater::new(self.root.join("tuf"), &fx.metadata_url(), &transport, &clock, Config::default())?;
+        let mut u = Updater::new(
+            self.root.join("tuf"),
+            &fx.metadata_url(),
+            &transport,
+            &clock,
+            Config::default(),
+        )?;
         install::apply(
             &mut u,
             &fx.targets_url(),
@@ -244,7 +250,11 @@ impl Device {
     /// `seed`'s good install root and trusted metadata.
     pub fn install_good_at_version(&self, _fx: &Fixture, seed: &Device) {
         let status = std::process::Command::new("cp")
-            .args(["-a", &format!("{}/.", seed.root.display()), &self.root.display().to_string()])
+            .args([
+                "-a",
+                &format!("{}/.", seed.root.display()),
+                &self.root.display().to_string(),
+            ])
             .status()
             .unwrap();
         assert!(status.success());

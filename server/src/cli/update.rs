@@ -28,7 +28,11 @@ use serde_json::json;
 #[derive(clap::Args, Debug)]
 pub struct InstallRoot {
     /// Install root: slots, current link, state, trusted metadata, counters.
-    #[arg(long, env = "CONFIDANT_UPDATE_ROOT", default_value = "/var/lib/confidant/update")]
+    #[arg(
+        long,
+        env = "CONFIDANT_UPDATE_ROOT",
+        default_value = "/var/lib/confidant/update"
+    )]
     root: PathBuf,
 }
 
@@ -228,7 +232,8 @@ fn public_keys(paths: &[PathBuf]) -> anyhow::Result<Vec<PublicKey>> {
     paths
         .iter()
         .map(|p| {
-            let text = std::fs::read_to_string(p).with_context(|| format!("reading key {}", p.display()))?;
+            let text = std::fs::read_to_string(p)
+                .with_context(|| format!("reading key {}", p.display()))?;
             PublicKey::from_pem(&text).with_context(|| format!("key {}", p.display()))
         })
         .collect()
@@ -249,14 +254,18 @@ fn print_json(v: &serde_json::Value) {
     println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
 }
 
-fn open_updater<'a>(root: &Path, source: &Source, transport: &'a DefaultTransport) -> anyhow::Result<Updater<'a>> {
+fn open_updater<'a>(
+    root: &Path,
+    source: &Source,
+    transport: &'a DefaultTransport,
+) -> anyhow::Result<Updater<'a>> {
     let md = root.join("tuf");
     if !md.join("root.json").exists() {
-        let trusted = source
-            .trusted_root
-            .as_ref()
-            .context("no trusted metadata yet: pass --trusted-root with the repository's root.json")?;
-        let bytes = std::fs::read(trusted).with_context(|| format!("reading {}", trusted.display()))?;
+        let trusted = source.trusted_root.as_ref().context(
+            "no trusted metadata yet: pass --trusted-root with the repository's root.json",
+        )?;
+        let bytes =
+            std::fs::read(trusted).with_context(|| format!("reading {}", trusted.display()))?;
         Updater::init(&md, &bytes)?;
     }
     Ok(Updater::new(
@@ -281,7 +290,9 @@ pub fn run(cmd: UpdateCmd) -> anyhow::Result<ExitCode> {
             let slots = Slots::open(&root.root)?;
             let mut counters = FileCounters::new(root.root.join("counters"))?;
             match install::check(&mut updater, &slots, &mut counters, &source.target)?.0 {
-                Check::UpToDate(r) => print_json(&json!({"up_to_date": true, "version": r.version})),
+                Check::UpToDate(r) => {
+                    print_json(&json!({"up_to_date": true, "version": r.version}))
+                }
                 Check::Available { release, installed } => print_json(&json!({
                     "up_to_date": false,
                     "target": release.target,
@@ -343,7 +354,9 @@ pub fn run(cmd: UpdateCmd) -> anyhow::Result<ExitCode> {
             let slots = Slots::open(&root.root)?;
             match slots.on_start(SystemClock.now())? {
                 StartDecision::Good => print_json(&json!({"trial": false})),
-                StartDecision::OnTrial { starts } => print_json(&json!({"trial": true, "starts": starts})),
+                StartDecision::OnTrial { starts } => {
+                    print_json(&json!({"trial": true, "starts": starts}))
+                }
                 StartDecision::RolledBack { to, reason } => {
                     tracing::warn!(slot = %to, %reason, "update not confirmed; rolled back");
                     print_json(&json!({"rolled_back_to": to, "reason": reason}));
@@ -385,7 +398,10 @@ fn run_repo(cmd: RepoCmd) -> anyhow::Result<()> {
                 );
             }
             Repo::init(&repo, &roles, now)?;
-            println!("staged root v1 and targets v1 in {}: sign them, then publish", repo.display());
+            println!(
+                "staged root v1 and targets v1 in {}: sign them, then publish",
+                repo.display()
+            );
         }
         RepoCmd::AddTarget {
             repo,
@@ -398,7 +414,8 @@ fn run_repo(cmd: RepoCmd) -> anyhow::Result<()> {
             sensor_kind,
         } => {
             let r = Repo::open(&repo)?;
-            let data = std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+            let data =
+                std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
             let custom = json!({"version": version, "security_counter": security_counter});
             r.add_target(&role, &name, &data, Some(custom.clone()))?;
             if let Some(k) = sensor_manifest_key {
