@@ -136,9 +136,18 @@ pub mod http {
                 Some(i) => (&rest[..i], &rest[i..]),
                 None => (rest, "/"),
             };
-            if path.bytes().any(|b| b.is_ascii_control() || b == b' ') {
-                return Err(other("URL path has spaces or control characters"));
+            // Percent-encode what may not appear raw in a request line (as
+            // HTTP clients such as Python's requests do); `%` escapes the
+            // caller already made are kept.
+            let mut encoded = String::with_capacity(path.len());
+            for b in path.bytes() {
+                if b.is_ascii_graphic() && !b"\"<>\\^`{|}".contains(&b) {
+                    encoded.push(b as char);
+                } else {
+                    encoded.push_str(&format!("%{b:02X}"));
+                }
             }
+            let path = encoded.as_str();
             let hostport = if authority.contains(':') {
                 authority.to_owned()
             } else {
@@ -259,6 +268,43 @@ mod tests {
             read_bounded(&[1u8, 2, 3, 4][..], 3),
             Err(FetchError::TooLarge)
         ));
+    }
+
+    #[cfg(feature = "http")]
+    fn serve_once(response: &'static [u8]) -> (String, std::thread::JoinHandle<String>) {
+        use std::io::Write;
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/a b/%3F.json", l.local_addr().unwrap());
+        let h = std::thread::spawn(move || {
+            let (mut c, _) = l.accept().unwrap();
+            let mut req = [0u8; 1024];
+            let n = c.read(&mut req).unwrap();
+            c.write_all(response).unwrap();
+            String::from_utf8_lossy(&req[..n]).into_owned()
+        });
+        (url, h)
+    }
+
+    #[cfg(feature = "http")]
+    #[test]
+    fn http_bodies_are_bounded_and_decoded() {
+        use super::http::HttpTransport;
+        let t = HttpTransport::default();
+        let (url, h) = serve_once(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n");
+        assert_eq!(t.fetch(&url, 5).unwrap(), b"abcde");
+        assert!(
+            h.join()
+                .unwrap()
+                .starts_with("GET /a%20b/%3F.json HTTP/1.1\r\n")
+        );
+        let (url, _) = serve_once(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n3\r\ndef\r\n0\r\n\r\n");
+        assert!(matches!(t.fetch(&url, 5), Err(FetchError::TooLarge)));
+        let (url, _) = serve_once(b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nabcdef");
+        assert!(matches!(t.fetch(&url, 5), Err(FetchError::TooLarge)));
+        let (url, _) = serve_once(b"HTTP/1.0 200 OK\r\n\r\nabcdef");
+        assert!(matches!(t.fetch(&url, 5), Err(FetchError::TooLarge)));
+        let (url, _) = serve_once(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n");
+        assert!(matches!(t.fetch(&url, 5), Err(FetchError::NotFound)));
     }
 
     #[test]
