@@ -21,3 +21,10 @@ then
     echo "deps: pip install tuf==7.0.0 securesystemslib[crypto]==1.4.0" >&2
     python3 -m pip install --quiet "tuf==7.0.0" "securesystemslib[crypto]==1.4.0" >&2
 fi
+# Cortex-M4F standard library for the no_std verifier core's cross build
+# (tests/no_std_core.rs builds for it when present). Best effort: rustup
+# downloads it from the Rust distribution server.
+if command -v rustup >/dev/null 2>&1 && ! rustup target list --installed 2>/dev/null | grep -qx thumbv7em-none-eabihf; then
+    timeout 180 rustup target add thumbv7em-none-eabihf >&2 \
+        || echo "deps: thumbv7em-none-eabihf unavailable; the no_std core is built for the host only" >&2
+fi
