@@ -133,6 +133,7 @@ pub enum RepoCmd {
         timestamp_threshold: u64,
     },
     /// Add a file as a target of a role (staged; sign and publish after).
+    #[command(disable_version_flag = true)]
     AddTarget {
         #[arg(long)]
         repo: PathBuf,
