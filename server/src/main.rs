@@ -38,6 +38,11 @@ enum Command {
         #[command(subcommand)]
         cmd: cli::attest::AttestCmd,
     },
+    /// Install signed updates and maintain update repositories.
+    Update {
+        #[command(subcommand)]
+        cmd: cli::update::UpdateCmd,
+    },
 }
 
 fn main() -> ExitCode {
@@ -49,6 +54,7 @@ fn main() -> ExitCode {
         Command::Kek { cmd } => cli::kek::run(cmd),
         Command::Model { cmd } => cli::model::run(cmd),
         Command::Attest { cmd } => cli::attest::run(cmd),
+        Command::Update { cmd } => cli::update::run(cmd),
     };
     match result {
         Ok(code) => code,

@@ -1,0 +1,486 @@
+//! A/B installation: two slots under `<root>/slots/{a,b}` and a `current`
+//! symlink switched atomically with `rename`, every step fsync'd.
+//!
+//! A new version is staged into the slot `current` does not point to,
+//! health-checked there, recorded as on *trial*, and only then switched to.
+//! It stays on trial until `mark-good`; if it is not marked good within a
+//! deadline or a number of starts, the next start switches back. Killed at
+//! any point, the root still has a bootable good slot: before the rename,
+//! `current` still names the old slot; after it, the trial record names the
+//! old slot to fall back to.
+//!
+//! ```text
+//! <root>/current -> slots/a        the running version
+//! <root>/slots/a/{slot.json, <artifact>}
+//! <root>/slots/b/…                 staging area / previous version
+//! <root>/state.json                {"trial": {...}} while a version is on trial
+//! ```
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::clock::UnixTime;
+use crate::counter::{ArtifactKind, CounterStore};
+use crate::error::{Error, Result};
+use crate::fsutil::{fsync_dir, write_atomic};
+
+/// What a slot holds (its `slot.json`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SlotMeta {
+    /// TUF target path it came from.
+    pub target: String,
+    /// Artifact kind.
+    pub kind: String,
+    /// Human-readable version (from the target's `custom`).
+    pub version: String,
+    /// Anti-rollback counter (from the target's `custom`).
+    pub security_counter: u64,
+    /// SHA-256 of the artifact.
+    pub sha256: String,
+    /// Length of the artifact.
+    pub length: u64,
+    /// File name of the artifact inside the slot.
+    pub file: String,
+}
+
+/// A version on trial after a switch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Trial {
+    /// Slot on trial.
+    pub slot: String,
+    /// Slot to fall back to (None on a first install).
+    pub previous: Option<String>,
+    /// Starts seen so far.
+    pub starts: u32,
+    /// Starts allowed before falling back.
+    pub max_starts: u32,
+    /// Falls back at the first start after this instant (Unix seconds).
+    pub deadline: i64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+struct State {
+    trial: Option<Trial>,
+    /// Last automatic or manual rollback, for `status`.
+    last_rollback: Option<String>,
+}
+
+/// Where an install is; the hook sees each point (the crash test kills the
+/// process at each one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InstallPoint {
+    /// Part of the artifact is written into the staging slot.
+    Downloading,
+    /// Artifact and slot.json are written and durable.
+    Staged,
+    /// The trial record is durable; `current` not yet switched.
+    TrialRecorded,
+    /// The new link exists beside `current`; not yet renamed over it.
+    Switching,
+    /// `current` points to the new slot.
+    Switched,
+}
+
+impl InstallPoint {
+    /// Stable name (used by the crash-test helper).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Downloading => "download",
+            Self::Staged => "staged",
+            Self::TrialRecorded => "trial-recorded",
+            Self::Switching => "switch",
+            Self::Switched => "switched",
+        }
+    }
+}
+
+/// How a new artifact proves it works before it is switched to.
+pub trait HealthCheck {
+    /// Checks the staged artifact at `path`.
+    fn check(&self, meta: &SlotMeta, path: &Path) -> Result<()>;
+}
+
+/// The default check: binaries must run `--version` successfully within a
+/// timeout; models must carry the encrypted container magic (their digest
+/// was already checked against signed metadata).
+#[derive(Debug, Clone, Copy)]
+pub struct DefaultHealthCheck {
+    /// How long a binary may take to answer `--version`.
+    pub timeout: Duration,
+}
+
+impl Default for DefaultHealthCheck {
+    fn default() -> Self {
+        Self {
+            timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// First bytes of a Confidant model container (the `keys` crate's format).
+pub const MODEL_CONTAINER_MAGIC: [u8; 8] = *b"CMDL\r\n\x1a\n";
+
+impl HealthCheck for DefaultHealthCheck {
+    fn check(&self, meta: &SlotMeta, path: &Path) -> Result<()> {
+        let fail = |reason: String| Error::HealthCheck {
+            artifact: path.to_owned(),
+            reason,
+        };
+        if meta.kind == ArtifactKind::Model.as_str() {
+            let mut head = [0u8; 8];
+            use std::io::Read;
+            std::fs::File::open(path)
+                .and_then(|mut f| f.read_exact(&mut head))
+                .map_err(|e| fail(e.to_string()))?;
+            if head != MODEL_CONTAINER_MAGIC {
+                return Err(fail("not a Confidant model container".into()));
+            }
+            return Ok(());
+        }
+        let mut child = std::process::Command::new(path)
+            .arg("--version")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .map_err(|e| fail(format!("cannot run: {e}")))?;
+        let start = std::time::Instant::now();
+        loop {
+            match child.try_wait().map_err(|e| fail(e.to_string()))? {
+                Some(status) if status.success() => return Ok(()),
+                Some(status) => return Err(fail(format!("--version exited with {status}"))),
+                None if start.elapsed() > self.timeout => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    return Err(fail(format!(
+                        "--version did not finish in {:?}",
+                        self.timeout
+                    )));
+                }
+                None => std::thread::sleep(Duration::from_millis(20)),
+            }
+        }
+    }
+}
+
+/// What `status` reports.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Status {
+    /// Slot `current` points to.
+    pub current: Option<String>,
+    /// What it holds.
+    pub current_meta: Option<SlotMeta>,
+    /// The slot known good: `current`, or the fallback while on trial.
+    pub good: Option<String>,
+    /// What the good slot holds.
+    pub good_meta: Option<SlotMeta>,
+    /// Trial in progress, if any.
+    pub trial: Option<Trial>,
+    /// Last rollback, if any.
+    pub last_rollback: Option<String>,
+}
+
+/// What the start-up check decided.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StartDecision {
+    /// Nothing on trial.
+    Good,
+    /// Still on trial; this was start number `starts`.
+    OnTrial { starts: u32 },
+    /// Trial failed; switched back to `to`.
+    RolledBack { to: String, reason: String },
+}
+
+/// A/B slots under a root directory.
+#[derive(Debug, Clone)]
+pub struct Slots {
+    root: PathBuf,
+}
+
+fn other(slot: &str) -> &'static str {
+    if slot == "a" { "b" } else { "a" }
+}
+
+impl Slots {
+    /// Slots under `root` (created if missing).
+    pub fn open(root: impl Into<PathBuf>) -> Result<Self> {
+        let root = root.into();
+        for s in ["slots/a", "slots/b"] {
+            let p = root.join(s);
+            std::fs::create_dir_all(&p).map_err(Error::io("creating", &p))?;
+        }
+        Ok(Self { root })
+    }
+
+    /// The root directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Directory of a slot.
+    pub fn slot_dir(&self, slot: &str) -> PathBuf {
+        self.root.join("slots").join(slot)
+    }
+
+    /// The slot `current` points to.
+    pub fn current(&self) -> Result<Option<String>> {
+        let link = self.root.join("current");
+        match std::fs::read_link(&link) {
+            Ok(t) => {
+                let name = t.file_name().map(|n| n.to_string_lossy().into_owned());
+                match name.as_deref() {
+                    Some("a") | Some("b") => Ok(name),
+                    _ => Err(Error::Slots(format!("current points to {}", t.display()))),
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::io("reading link", &link)(e)),
+        }
+    }
+
+    /// What a slot holds, if it holds a complete install.
+    pub fn meta(&self, slot: &str) -> Result<Option<SlotMeta>> {
+        let p = self.slot_dir(slot).join("slot.json");
+        match std::fs::read(&p) {
+            Ok(b) => serde_json::from_slice(&b)
+                .map(Some)
+                .map_err(|e| Error::malformed(p.display().to_string(), e)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::io("reading", &p)(e)),
+        }
+    }
+
+    fn state(&self) -> Result<State> {
+        let p = self.root.join("state.json");
+        match std::fs::read(&p) {
+            Ok(b) => {
+                serde_json::from_slice(&b).map_err(|e| Error::malformed(p.display().to_string(), e))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(State::default()),
+            Err(e) => Err(Error::io("reading", &p)(e)),
+        }
+    }
+
+    fn save_state(&self, s: &State) -> Result<()> {
+        let b = serde_json::to_vec_pretty(s).map_err(|e| Error::Slots(e.to_string()))?;
+        write_atomic(&self.root.join("state.json"), &b)
+    }
+
+    /// State with a stale trial dropped: a trial whose slot is not current
+    /// was recorded by an install killed before its switch.
+    fn reconciled(&self) -> Result<(Option<String>, State)> {
+        let current = self.current()?;
+        let mut state = self.state()?;
+        if state
+            .trial
+            .as_ref()
+            .is_some_and(|t| Some(&t.slot) != current.as_ref())
+        {
+            state.trial = None;
+            self.save_state(&state)?;
+        }
+        Ok((current, state))
+    }
+
+    /// Current, good slot, trial.
+    pub fn status(&self) -> Result<Status> {
+        let current = self.current()?;
+        let state = self.state()?;
+        let trial = state
+            .trial
+            .clone()
+            .filter(|t| Some(&t.slot) == current.as_ref());
+        let good = match &trial {
+            Some(t) => t.previous.clone(),
+            None => current.clone(),
+        };
+        Ok(Status {
+            current_meta: current
+                .as_deref()
+                .map(|s| self.meta(s))
+                .transpose()?
+                .flatten(),
+            good_meta: good.as_deref().map(|s| self.meta(s)).transpose()?.flatten(),
+            current,
+            good,
+            trial,
+            last_rollback: state.last_rollback,
+        })
+    }
+
+    fn switch(&self, slot: &str, hook: &mut dyn FnMut(InstallPoint)) -> Result<()> {
+        let tmp = self.root.join("current.new");
+        let _ = std::fs::remove_file(&tmp);
+        std::os::unix::fs::symlink(Path::new("slots").join(slot), &tmp)
+            .map_err(Error::io("creating link", &tmp))?;
+        hook(InstallPoint::Switching);
+        std::fs::rename(&tmp, self.root.join("current"))
+            .map_err(Error::io("switching", self.root.join("current")))?;
+        fsync_dir(&self.root)
+    }
+
+    /// Stages `data` into the inactive slot, health-checks it, records a
+    /// trial and switches to it. `hook` is told each [`InstallPoint`].
+    #[allow(clippy::too_many_arguments)]
+    pub fn install(
+        &self,
+        meta: &SlotMeta,
+        data: &[u8],
+        health: &dyn HealthCheck,
+        trial_starts: u32,
+        trial_window: Duration,
+        now: UnixTime,
+        hook: &mut dyn FnMut(InstallPoint),
+    ) -> Result<()> {
+        let (current, mut state) = self.reconciled()?;
+        if state.trial.is_some() {
+            return Err(Error::Slots(
+                "a version is on trial: mark it good or roll back before installing another".into(),
+            ));
+        }
+        if meta.file.is_empty()
+            || meta.file.contains('/')
+            || meta.file.starts_with('.')
+            || meta.file == "slot.json"
+        {
+            return Err(Error::Slots(format!(
+                "bad artifact file name {:?}",
+                meta.file
+            )));
+        }
+        let target = current.as_deref().map_or("a", other).to_owned();
+        let dir = self.slot_dir(&target);
+        // The inactive slot is ours to overwrite: nothing runs from it.
+        std::fs::remove_dir_all(&dir).map_err(Error::io("clearing", &dir))?;
+        std::fs::create_dir_all(&dir).map_err(Error::io("creating", &dir))?;
+        let partial = dir.join(format!(".{}.partial", meta.file));
+        {
+            use std::io::Write;
+            let mut f = std::fs::File::create(&partial).map_err(Error::io("creating", &partial))?;
+            let half = data.len() / 2;
+            f.write_all(&data[..half])
+                .map_err(Error::io("writing", &partial))?;
+            f.flush().map_err(Error::io("writing", &partial))?;
+            hook(InstallPoint::Downloading);
+            f.write_all(&data[half..])
+                .map_err(Error::io("writing", &partial))?;
+            if meta.kind != ArtifactKind::Model.as_str() {
+                use std::os::unix::fs::PermissionsExt;
+                f.set_permissions(std::fs::Permissions::from_mode(0o755))
+                    .map_err(Error::io("chmod", &partial))?;
+            }
+            f.sync_all().map_err(Error::io("fsync", &partial))?;
+        }
+        let artifact = dir.join(&meta.file);
+        std::fs::rename(&partial, &artifact).map_err(Error::io("renaming", &artifact))?;
+        let mb = serde_json::to_vec_pretty(meta).map_err(|e| Error::Slots(e.to_string()))?;
+        write_atomic(&dir.join("slot.json"), &mb)?;
+        fsync_dir(&self.root.join("slots"))?;
+        hook(InstallPoint::Staged);
+
+        health.check(meta, &artifact)?;
+
+        state.trial = Some(Trial {
+            slot: target.clone(),
+            previous: current,
+            starts: 0,
+            max_starts: trial_starts.max(1),
+            deadline: now
+                .plus_secs(i64::try_from(trial_window.as_secs()).unwrap_or(i64::MAX))
+                .0,
+        });
+        self.save_state(&state)?;
+        hook(InstallPoint::TrialRecorded);
+        self.switch(&target, hook)?;
+        hook(InstallPoint::Switched);
+        Ok(())
+    }
+
+    /// Start-up check (run before the service starts, e.g. systemd
+    /// `ExecStartPre=confidant update boot`): counts a start of a version on
+    /// trial and switches back when it used up its starts or its deadline.
+    pub fn on_start(&self, now: UnixTime) -> Result<StartDecision> {
+        let (_current, mut state) = self.reconciled()?;
+        let Some(mut trial) = state.trial.clone() else {
+            return Ok(StartDecision::Good);
+        };
+        trial.starts += 1;
+        let reason = if trial.starts > trial.max_starts {
+            Some(format!(
+                "not marked good within {} starts",
+                trial.max_starts
+            ))
+        } else if now.0 > trial.deadline {
+            Some(format!("not marked good by {}", UnixTime(trial.deadline)))
+        } else {
+            None
+        };
+        match (reason, trial.previous.clone()) {
+            (Some(reason), Some(prev)) => {
+                self.rollback_to(&prev, &mut state, &reason)?;
+                Ok(StartDecision::RolledBack { to: prev, reason })
+            }
+            (_, _) => {
+                let starts = trial.starts;
+                state.trial = Some(trial);
+                self.save_state(&state)?;
+                Ok(StartDecision::OnTrial { starts })
+            }
+        }
+    }
+
+    fn rollback_to(&self, slot: &str, state: &mut State, reason: &str) -> Result<()> {
+        if self.meta(slot)?.is_none() {
+            return Err(Error::Slots(format!(
+                "slot {slot} holds no complete install"
+            )));
+        }
+        // Switch first: killed between the two steps, the trial names a slot
+        // that is no longer current and is dropped as stale.
+        self.switch(slot, &mut |_| {})?;
+        state.trial = None;
+        state.last_rollback = Some(format!("to slot {slot}: {reason}"));
+        self.save_state(state)
+    }
+
+    /// Accepts the version on trial and advances its security counter.
+    pub fn mark_good(&self, counters: &mut dyn CounterStore) -> Result<SlotMeta> {
+        let (current, mut state) = self.reconciled()?;
+        let current = current.ok_or_else(|| Error::Slots("nothing installed".into()))?;
+        let meta = self
+            .meta(&current)?
+            .ok_or_else(|| Error::Slots(format!("slot {current} holds no complete install")))?;
+        if let Some(kind) = ArtifactKind::parse(&meta.kind) {
+            counters.advance(kind, meta.security_counter)?;
+        }
+        if state.trial.take().is_some() {
+            self.save_state(&state)?;
+        }
+        Ok(meta)
+    }
+
+    /// Switches back: to the fallback of a version on trial, or (manually)
+    /// to the other slot if its security counter is not below the stored one.
+    pub fn rollback(&self, counters: &mut dyn CounterStore) -> Result<String> {
+        let (current, mut state) = self.reconciled()?;
+        let current = current.ok_or_else(|| Error::Slots("nothing installed".into()))?;
+        if let Some(t) = state.trial.clone() {
+            let prev = t.previous.ok_or_else(|| {
+                Error::Slots("first install on trial: nothing to roll back to".into())
+            })?;
+            self.rollback_to(&prev, &mut state, "rolled back by operator during trial")?;
+            return Ok(prev);
+        }
+        let to = other(&current);
+        let meta = self
+            .meta(to)?
+            .ok_or_else(|| Error::Slots(format!("slot {to} holds no complete install")))?;
+        if let Some(kind) = ArtifactKind::parse(&meta.kind) {
+            crate::counter::check(counters, kind, meta.security_counter)?;
+        }
+        self.rollback_to(to, &mut state, "rolled back by operator")?;
+        Ok(to.to_owned())
+    }
+}

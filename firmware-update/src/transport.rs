@@ -1,0 +1,315 @@
+//! Where bytes come from: the file system by default, plain HTTP/1.1 behind
+//! the `http` feature. Every fetch is bounded: the caller passes the most
+//! bytes it will accept and a transport stops reading one byte past it.
+
+use std::io::Read;
+
+/// Why a fetch failed.
+#[derive(Debug)]
+pub enum FetchError {
+    /// The repository does not have the file (HTTP 403/404, no such file).
+    NotFound,
+    /// More than the allowed number of bytes (endless data).
+    TooLarge,
+    /// Anything else (connection, I/O, protocol).
+    Other(String),
+}
+
+/// A source of repository files.
+pub trait Transport {
+    /// Reads `url` completely, refusing more than `max_len` bytes.
+    fn fetch(&self, url: &str, max_len: u64) -> Result<Vec<u8>, FetchError>;
+}
+
+/// Reads a stream to its end, refusing more than `max_len` bytes.
+pub fn read_bounded(mut r: impl Read, max_len: u64) -> Result<Vec<u8>, FetchError> {
+    let mut out = Vec::new();
+    let n = r
+        .by_ref()
+        .take(max_len.saturating_add(1))
+        .read_to_end(&mut out)
+        .map_err(|e| FetchError::Other(e.to_string()))?;
+    if n as u64 > max_len {
+        return Err(FetchError::TooLarge);
+    }
+    Ok(out)
+}
+
+/// `file://` URLs or plain paths.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct FileTransport;
+
+impl Transport for FileTransport {
+    fn fetch(&self, url: &str, max_len: u64) -> Result<Vec<u8>, FetchError> {
+        let path = url.strip_prefix("file://").unwrap_or(url);
+        let path = percent_decode(path);
+        match std::fs::File::open(&path) {
+            Ok(f) => read_bounded(f, max_len),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(FetchError::NotFound),
+            Err(e) => Err(FetchError::Other(format!("{path}: {e}"))),
+        }
+    }
+}
+
+/// Decodes `%XX` escapes (file URLs built with [`crate::updater::quote`]).
+pub(crate) fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' && i + 2 < b.len() {
+            let hexval = |c: u8| (c as char).to_digit(16);
+            if let (Some(h), Some(l)) = (hexval(b[i + 1]), hexval(b[i + 2])) {
+                // Two hex digits: at most 0xff.
+                out.push((h * 16 + l) as u8);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Chooses the transport for a URL: `http://` (with the `http` feature) or
+/// the file system.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DefaultTransport;
+
+impl Transport for DefaultTransport {
+    fn fetch(&self, url: &str, max_len: u64) -> Result<Vec<u8>, FetchError> {
+        if url.starts_with("http://") {
+            #[cfg(feature = "http")]
+            return http::HttpTransport::default().fetch(url, max_len);
+            #[cfg(not(feature = "http"))]
+            return Err(FetchError::Other("built without the `http` feature".into()));
+        }
+        if url.starts_with("https://") {
+            return Err(FetchError::Other(
+                "https is not built in; serve the repository over http (metadata is signed) or mirror it to disk".into(),
+            ));
+        }
+        FileTransport.fetch(url, max_len)
+    }
+}
+
+#[cfg(feature = "http")]
+pub mod http {
+    //! A small blocking HTTP/1.1 GET client over `std::net`: no TLS (TUF
+    //! metadata carries its own signatures), bounded headers and bodies,
+    //! timeouts on connect and every read.
+
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::net::{TcpStream, ToSocketAddrs};
+    use std::time::Duration;
+
+    use super::{FetchError, Transport, read_bounded};
+
+    const MAX_HEADER_BYTES: usize = 64 * 1024;
+
+    /// Plain HTTP transport.
+    #[derive(Debug, Clone, Copy)]
+    pub struct HttpTransport {
+        /// Connect and per-read timeout.
+        pub timeout: Duration,
+    }
+
+    impl Default for HttpTransport {
+        fn default() -> Self {
+            Self {
+                timeout: Duration::from_secs(30),
+            }
+        }
+    }
+
+    fn other(e: impl std::fmt::Display) -> FetchError {
+        FetchError::Other(e.to_string())
+    }
+
+    impl Transport for HttpTransport {
+        fn fetch(&self, url: &str, max_len: u64) -> Result<Vec<u8>, FetchError> {
+            let rest = url
+                .strip_prefix("http://")
+                .ok_or_else(|| other("not an http:// URL"))?;
+            let (authority, path) = match rest.find('/') {
+                Some(i) => (&rest[..i], &rest[i..]),
+                None => (rest, "/"),
+            };
+            // Percent-encode what may not appear raw in a request line (as
+            // HTTP clients such as Python's requests do); `%` escapes the
+            // caller already made are kept.
+            let mut encoded = String::with_capacity(path.len());
+            for b in path.bytes() {
+                if b.is_ascii_graphic() && !b"\"<>\\^`{|}".contains(&b) {
+                    encoded.push(b as char);
+                } else {
+                    encoded.push_str(&format!("%{b:02X}"));
+                }
+            }
+            let path = encoded.as_str();
+            let hostport = if authority.contains(':') {
+                authority.to_owned()
+            } else {
+                format!("{authority}:80")
+            };
+            let addr = hostport
+                .to_socket_addrs()
+                .map_err(other)?
+                .next()
+                .ok_or_else(|| other("no address"))?;
+            let mut stream = TcpStream::connect_timeout(&addr, self.timeout).map_err(other)?;
+            stream.set_read_timeout(Some(self.timeout)).map_err(other)?;
+            stream
+                .set_write_timeout(Some(self.timeout))
+                .map_err(other)?;
+            write!(
+                stream,
+                "GET {path} HTTP/1.1\r\nHost: {authority}\r\nUser-Agent: confidant-update\r\nAccept-Encoding: identity\r\nConnection: close\r\n\r\n"
+            )
+            .map_err(other)?;
+            let mut r = BufReader::new(stream);
+            let mut header_bytes = 0usize;
+            let mut line = String::new();
+            let mut read_line =
+                |r: &mut BufReader<TcpStream>, line: &mut String| -> Result<(), FetchError> {
+                    line.clear();
+                    let n = r
+                        .by_ref()
+                        .take((MAX_HEADER_BYTES - header_bytes) as u64)
+                        .read_line(line)
+                        .map_err(other)?;
+                    header_bytes += n;
+                    if n == 0 || header_bytes >= MAX_HEADER_BYTES {
+                        return Err(other("truncated or oversized response head"));
+                    }
+                    Ok(())
+                };
+            read_line(&mut r, &mut line)?;
+            let status: u16 = line
+                .split_whitespace()
+                .nth(1)
+                .and_then(|s| s.parse().ok())
+                .ok_or_else(|| other(format!("bad status line {:?}", line.trim_end())))?;
+            let mut content_length: Option<u64> = None;
+            let mut chunked = false;
+            loop {
+                read_line(&mut r, &mut line)?;
+                let l = line.trim_end();
+                if l.is_empty() {
+                    break;
+                }
+                if let Some((k, v)) = l.split_once(':') {
+                    let v = v.trim();
+                    if k.eq_ignore_ascii_case("content-length") {
+                        content_length = Some(v.parse().map_err(|_| other("bad Content-Length"))?);
+                    } else if k.eq_ignore_ascii_case("transfer-encoding")
+                        && v.to_ascii_lowercase().contains("chunked")
+                    {
+                        chunked = true;
+                    }
+                }
+            }
+            match status {
+                200 => {}
+                403 | 404 => return Err(FetchError::NotFound),
+                s => return Err(other(format!("HTTP status {s}"))),
+            }
+            if chunked {
+                return read_chunked(r, max_len);
+            }
+            if let Some(len) = content_length {
+                if len > max_len {
+                    return Err(FetchError::TooLarge);
+                }
+                let body = read_bounded(r.take(len), len)?;
+                if (body.len() as u64) < len {
+                    return Err(other("connection closed before Content-Length bytes"));
+                }
+                return Ok(body);
+            }
+            read_bounded(r, max_len)
+        }
+    }
+
+    fn read_chunked(mut r: impl BufRead, max_len: u64) -> Result<Vec<u8>, FetchError> {
+        let mut out = Vec::new();
+        loop {
+            let mut line = String::new();
+            r.by_ref().take(1024).read_line(&mut line).map_err(other)?;
+            let size_str = line.trim_end().split(';').next().unwrap_or("");
+            let size =
+                u64::from_str_radix(size_str.trim(), 16).map_err(|_| other("bad chunk size"))?;
+            if size == 0 {
+                return Ok(out);
+            }
+            if out.len() as u64 + size > max_len {
+                return Err(FetchError::TooLarge);
+            }
+            let chunk = read_bounded(r.by_ref().take(size), size)?;
+            if chunk.len() as u64 != size {
+                return Err(other("truncated chunk"));
+            }
+            out.extend_from_slice(&chunk);
+            let mut crlf = [0u8; 2];
+            r.read_exact(&mut crlf).map_err(other)?;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bounded_read_refuses_one_byte_more() {
+        assert_eq!(read_bounded(&[1u8, 2, 3][..], 3).unwrap(), vec![1, 2, 3]);
+        assert!(matches!(
+            read_bounded(&[1u8, 2, 3, 4][..], 3),
+            Err(FetchError::TooLarge)
+        ));
+    }
+
+    #[cfg(feature = "http")]
+    fn serve_once(response: &'static [u8]) -> (String, std::thread::JoinHandle<String>) {
+        use std::io::Write;
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/a b/%3F.json", l.local_addr().unwrap());
+        let h = std::thread::spawn(move || {
+            let (mut c, _) = l.accept().unwrap();
+            let mut req = [0u8; 1024];
+            let n = c.read(&mut req).unwrap();
+            c.write_all(response).unwrap();
+            String::from_utf8_lossy(&req[..n]).into_owned()
+        });
+        (url, h)
+    }
+
+    #[cfg(feature = "http")]
+    #[test]
+    fn http_bodies_are_bounded_and_decoded() {
+        use super::http::HttpTransport;
+        let t = HttpTransport::default();
+        let (url, h) = serve_once(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n");
+        assert_eq!(t.fetch(&url, 5).unwrap(), b"abcde");
+        assert!(
+            h.join()
+                .unwrap()
+                .starts_with("GET /a%20b/%3F.json HTTP/1.1\r\n")
+        );
+        let (url, _) = serve_once(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n3\r\ndef\r\n0\r\n\r\n");
+        assert!(matches!(t.fetch(&url, 5), Err(FetchError::TooLarge)));
+        let (url, _) = serve_once(b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nabcdef");
+        assert!(matches!(t.fetch(&url, 5), Err(FetchError::TooLarge)));
+        let (url, _) = serve_once(b"HTTP/1.0 200 OK\r\n\r\nabcdef");
+        assert!(matches!(t.fetch(&url, 5), Err(FetchError::TooLarge)));
+        let (url, _) = serve_once(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n");
+        assert!(matches!(t.fetch(&url, 5), Err(FetchError::NotFound)));
+    }
+
+    #[test]
+    fn percent_decoding() {
+        assert_eq!(percent_decode("/a/%3F.json"), "/a/?.json");
+        assert_eq!(percent_decode("/a/%"), "/a/%");
+    }
+}
