@@ -1,5 +1,9 @@
-//! Client side of Confidant: attestation verifier, SDK and local attested proxy for OpenAI SDKs.
-//!
-//! Not implemented yet: this crate is a placeholder in the workspace until its
-//! issue lands. It exposes nothing and pretends nothing.
+//! Client side of Confidant: the attestation document, its verification,
+//! an SDK and a local attested proxy for OpenAI SDKs.
 #![forbid(unsafe_code)]
+
+pub mod document;
+
+pub use document::{
+    AttestationDocument, DOCUMENT_VERSION, MAX_DOCUMENT_LEN, ModelInfo, ServedConfig,
+};

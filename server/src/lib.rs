@@ -4,8 +4,10 @@
 #![deny(unsafe_code)]
 
 pub mod api;
+pub mod attestation;
 pub mod config;
 pub mod loader;
 pub mod locked;
 pub mod metrics;
 pub mod state;
+pub mod tls;

@@ -128,7 +128,8 @@ mod tests {
 
     #[test]
     fn buffer_is_locked_zeroed_and_writable() {
-        let mut b = LockedBuffer::new(3 << 20).expect("locked memory (needs CAP_IPC_LOCK or ulimit -l)");
+        let mut b =
+            LockedBuffer::new(3 << 20).expect("locked memory (needs CAP_IPC_LOCK or ulimit -l)");
         assert!(b.as_ref().iter().all(|&x| x == 0));
         b.as_mut_slice()[12345] = 7;
         assert_eq!(b.as_ref()[12345], 7);
