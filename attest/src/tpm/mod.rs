@@ -195,7 +195,9 @@ mod tests {
         let quote = TpmQuote {
             attest: Hex(vec![1]),
             signature: Hex(vec![2]),
-            pcrs: [(0u8, Hex(vec![3])), (7, Hex(vec![4]))].into_iter().collect(),
+            pcrs: [(0u8, Hex(vec![3])), (7, Hex(vec![4]))]
+                .into_iter()
+                .collect(),
         };
         let b = crate::EvidenceBundle::Tpm {
             quote: quote.clone(),

@@ -17,8 +17,8 @@ use std::time::Duration;
 use confidant_attest::attester::BoundData;
 use confidant_attest::tpm::EnrolledAk;
 use confidant_attest::{
-    Binding, Claims, Evidence, EvidenceBundle, ExpectedReportData, Hex, Policy, Rejection,
-    TeeKind, UnixTime, Verifier,
+    Binding, Claims, Evidence, EvidenceBundle, ExpectedReportData, Hex, Policy, Rejection, TeeKind,
+    UnixTime, Verifier,
 };
 
 use super::Clock;
@@ -331,7 +331,10 @@ impl Kbs {
     }
 
     fn session_ttl_ms(&self) -> u64 {
-        self.config.session_ttl.as_millis().min(u128::from(u64::MAX)) as u64
+        self.config
+            .session_ttl
+            .as_millis()
+            .min(u128::from(u64::MAX)) as u64
     }
 
     fn nonce_ttl_ms(&self) -> u64 {
@@ -496,7 +499,13 @@ impl Kbs {
                 }
                 sess.nonce_used = true;
                 used_nonces.insert(sess.nonce, used_until);
-                Ok((sess.key_id.clone(), sess.tee, sess.nonce, sess.created_ms, req))
+                Ok((
+                    sess.key_id.clone(),
+                    sess.tee,
+                    sess.nonce,
+                    sess.created_ms,
+                    req,
+                ))
             })?
         };
         let ctx = |r: Refusal| r.key(&key_id).tee(tee);
@@ -521,11 +530,8 @@ impl Kbs {
                 ),
             )));
         }
-        let hpke_public_key: [u8; HPKE_PUBLIC_KEY_LEN] = req
-            .hpke_public_key
-            .as_bytes()
-            .try_into()
-            .map_err(|_| {
+        let hpke_public_key: [u8; HPKE_PUBLIC_KEY_LEN] =
+            req.hpke_public_key.as_bytes().try_into().map_err(|_| {
                 ctx(Refusal::new(
                     ReasonCode::BadRequest,
                     format!(
@@ -815,7 +821,11 @@ mod tests {
     fn rejection_codes_by_rule() {
         use ReasonCode::*;
         for (tee, rules, code) in [
-            (TeeKind::InsecureDev, &["tee.accepted"][..], InsecureAttester),
+            (
+                TeeKind::InsecureDev,
+                &["tee.accepted"][..],
+                InsecureAttester,
+            ),
             (TeeKind::Snp, &["tee.accepted"], TeeNotAccepted),
             (TeeKind::Tpm, &["tpm.pcr7", "report_data"], BindingMismatch),
             (TeeKind::Tpm, &["tpm.pcr7"], PolicyMeasurement),

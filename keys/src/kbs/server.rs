@@ -56,9 +56,19 @@ pub fn status_of(code: ReasonCode) -> StatusCode {
         RateLimited => StatusCode::TOO_MANY_REQUESTS,
         TooManySessions => StatusCode::SERVICE_UNAVAILABLE,
         Internal => StatusCode::INTERNAL_SERVER_ERROR,
-        NonceReplayed | NonceExpired | TeeMismatch | TeeNotAccepted | InsecureAttester
-        | EvidenceInvalid | TpmAkUnknown | BindingMismatch | PolicyMeasurement | PolicyDebug
-        | PolicyTcb | PolicyOther | ResourceNotAuthorized => StatusCode::FORBIDDEN,
+        NonceReplayed
+        | NonceExpired
+        | TeeMismatch
+        | TeeNotAccepted
+        | InsecureAttester
+        | EvidenceInvalid
+        | TpmAkUnknown
+        | BindingMismatch
+        | PolicyMeasurement
+        | PolicyDebug
+        | PolicyTcb
+        | PolicyOther
+        | ResourceNotAuthorized => StatusCode::FORBIDDEN,
     }
 }
 
@@ -71,8 +81,10 @@ fn refused(code: ReasonCode, retry_after: Option<u64>) -> Response {
     )
         .into_response();
     if let Some(s) = retry_after {
-        r.headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from(s.min(MAX_RETRY_AFTER)));
+        r.headers_mut().insert(
+            header::RETRY_AFTER,
+            HeaderValue::from(s.min(MAX_RETRY_AFTER)),
+        );
     }
     r
 }
@@ -257,7 +269,9 @@ pub fn load_tls_config(cert_chain: &Path, key: &Path) -> Result<Arc<rustls::Serv
     let read = |p: &Path, what: &'static str| -> Result<Zeroizing<Vec<u8>>> {
         let f = std::fs::File::open(p).map_err(Error::io(what))?;
         let mut buf = Zeroizing::new(Vec::new());
-        f.take(1 << 20).read_to_end(&mut buf).map_err(Error::io(what))?;
+        f.take(1 << 20)
+            .read_to_end(&mut buf)
+            .map_err(Error::io(what))?;
         Ok(buf)
     };
     tls_config(
@@ -281,7 +295,9 @@ pub async fn serve(
     if tls.is_none() && !local.ip().is_loopback() {
         return Err(Error::invalid(
             "listen address",
-            format!("{local}: plain HTTP is served on loopback only; give a TLS certificate and key"),
+            format!(
+                "{local}: plain HTTP is served on loopback only; give a TLS certificate and key"
+            ),
         ));
     }
     let app = router(kbs, tls.is_some());
@@ -319,14 +335,19 @@ pub async fn serve(
             });
             let conn = async {
                 match acceptor {
-                    Some(a) => match tokio::time::timeout(HANDSHAKE_TIMEOUT, a.accept(stream)).await
-                    {
-                        Ok(Ok(s)) => {
-                            let _ = http.serve_connection(TokioIo::new(s), svc).await;
+                    Some(a) => {
+                        match tokio::time::timeout(HANDSHAKE_TIMEOUT, a.accept(stream)).await {
+                            Ok(Ok(s)) => {
+                                let _ = http.serve_connection(TokioIo::new(s), svc).await;
+                            }
+                            Ok(Err(e)) => {
+                                tracing::debug!(source = %peer.ip(), "TLS handshake: {e}")
+                            }
+                            Err(_) => {
+                                tracing::debug!(source = %peer.ip(), "TLS handshake timed out")
+                            }
                         }
-                        Ok(Err(e)) => tracing::debug!(source = %peer.ip(), "TLS handshake: {e}"),
-                        Err(_) => tracing::debug!(source = %peer.ip(), "TLS handshake timed out"),
-                    },
+                    }
                     None => {
                         let _ = http.serve_connection(TokioIo::new(stream), svc).await;
                     }

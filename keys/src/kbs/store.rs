@@ -305,7 +305,10 @@ impl Store {
                 let ak = EnrolledAk::from_trusted_record(&r)?;
                 // The row key and the record must agree, or the row was edited.
                 if ak.name() != ak_name {
-                    return Err(Error::malformed("TPM AK record", "name differs from its key"));
+                    return Err(Error::malformed(
+                        "TPM AK record",
+                        "name differs from its key",
+                    ));
                 }
                 Ok(Some(ak))
             }
@@ -398,7 +401,10 @@ mod tests {
         assert_eq!(m.policy_toml, "tees = [\"tpm\"]");
         assert!(s.model(&KeyId::new("m2").unwrap()).unwrap().is_none());
         // Policies are checked at registration.
-        assert!(s.add_model(&wrapped("m3"), "tees = [\"insecure-dev\"]", false, t).is_err());
+        assert!(
+            s.add_model(&wrapped("m3"), "tees = [\"insecure-dev\"]", false, t)
+                .is_err()
+        );
         assert!(s.add_model(&wrapped("m3"), "bogus = 1", false, t).is_err());
         assert_eq!(s.model_ids().unwrap(), vec!["m1".to_string()]);
 
