@@ -38,6 +38,11 @@ enum Command {
         #[command(subcommand)]
         cmd: cli::attest::AttestCmd,
     },
+    /// Run the key broker and manage its registry
+    Kbs {
+        #[command(subcommand)]
+        cmd: cli::kbs::KbsCmd,
+    },
 }
 
 fn main() -> ExitCode {
@@ -49,6 +54,7 @@ fn main() -> ExitCode {
         Command::Kek { cmd } => cli::kek::run(cmd),
         Command::Model { cmd } => cli::model::run(cmd),
         Command::Attest { cmd } => cli::attest::run(cmd),
+        Command::Kbs { cmd } => cli::kbs::run(cmd),
     };
     match result {
         Ok(code) => code,

@@ -32,6 +32,10 @@ use super::protocol::{
 };
 use crate::error::{Error, Result};
 
+/// The TLS configuration [`serve`] takes (rustls, re-exported so callers
+/// need not depend on it).
+pub use rustls::ServerConfig;
+
 /// Most connections served at once; more are closed at accept.
 pub const MAX_CONNECTIONS: usize = 512;
 /// Time allowed for a TLS handshake.
