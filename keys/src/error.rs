@@ -207,6 +207,7 @@ pub enum Error {
     },
 
     /// The key broker's database (registry and release log) failed.
+    #[cfg(feature = "kbs")]
     #[error("key broker database: {context}: {source}")]
     Store {
         /// What was being done.
@@ -231,6 +232,7 @@ pub enum Error {
     },
 
     /// Producing evidence, parsing a policy or setting up verification failed.
+    #[cfg(feature = "kbs")]
     #[error("attestation: {0}")]
     Attestation(#[from] confidant_attest::Error),
 
@@ -294,6 +296,7 @@ impl Error {
         }
     }
 
+    #[cfg(feature = "kbs")]
     pub(crate) fn store(context: &'static str) -> impl FnOnce(rusqlite::Error) -> Error {
         move |source| Error::Store { context, source }
     }

@@ -32,6 +32,7 @@ mod container;
 mod datakey;
 mod error;
 mod header;
+#[cfg(feature = "kbs")]
 pub mod kbs;
 mod kek;
 mod transport;
