@@ -118,7 +118,13 @@ struct Sessions {
     /// Nonces consumed by `attest`, with when they may be forgotten: a
     /// request replayed on another session is told `nonce_replayed`.
     used_nonces: HashMap<[u8; NONCE_LEN], u64>,
+    /// When expired entries were last swept.
+    last_prune_ms: u64,
 }
+
+/// Expired sessions and used nonces are swept at most this often (and
+/// whenever the session table is full).
+const PRUNE_EVERY_MS: u64 = 10_000;
 
 /// Why a request was refused, with what the log keeps about it.
 #[derive(Debug, Default)]
@@ -341,12 +347,15 @@ impl Kbs {
         self.config.nonce_ttl.as_millis().min(u128::from(u64::MAX)) as u64
     }
 
-    /// Forgets expired sessions and used nonces past their horizon.
+    /// Forgets expired sessions (kept one extra time to live, so a late
+    /// request still hears `session_expired`) and used nonces past their
+    /// horizon.
     fn prune(&self, s: &mut Sessions, now: u64) {
         let ttl = self.session_ttl_ms();
         s.map
             .retain(|_, v| now < v.created_ms.saturating_add(ttl).saturating_add(ttl));
         s.used_nonces.retain(|_, until| now < *until);
+        s.last_prune_ms = now;
     }
 
     /// `POST /kbs/v1/auth`: a new session for a registered model, and its
@@ -383,7 +392,9 @@ impl Kbs {
             let nonce = random_bytes::<NONCE_LEN>()?;
             let now = self.now_ms();
             let mut s = lock(&self.sessions);
-            if s.map.len() >= self.config.max_sessions {
+            if s.map.len() >= self.config.max_sessions
+                || now.saturating_sub(s.last_prune_ms) >= PRUNE_EVERY_MS
+            {
                 self.prune(&mut s, now);
                 if s.map.len() >= self.config.max_sessions {
                     return Err(Refusal::new(
@@ -472,7 +483,9 @@ impl Kbs {
             let used_until = now
                 .saturating_add(self.session_ttl_ms())
                 .saturating_add(self.nonce_ttl_ms());
-            let Sessions { map, used_nonces } = &mut *s;
+            let Sessions {
+                map, used_nonces, ..
+            } = &mut *s;
             self.with_session(map, session, now, |sess| {
                 let ctx = |r: Refusal| r.key(&sess.key_id).tee(sess.tee);
                 let req: AttestRequest = parse_json(body).map_err(ctx)?;
@@ -840,5 +853,51 @@ mod tests {
         let mut r = rej(TeeKind::Snp, &["snp.debug"]);
         r.authentic = false;
         assert_eq!(rejection_code(&r), EvidenceInvalid);
+    }
+
+    #[test]
+    fn session_table_is_bounded_and_swept() {
+        let dir = tempfile::tempdir().unwrap();
+        let kek = crate::FileKek::generate(&dir.path().join("k")).unwrap();
+        let id = KeyId::new("m").unwrap();
+        let store = Arc::new(Store::open_in_memory().unwrap());
+        let wrapped = kek.wrap(&id, &crate::DataKey::generate().unwrap()).unwrap();
+        store
+            .add_model(&wrapped, "", false, UnixTime::from_secs(0))
+            .unwrap();
+        let clock = Arc::new(super::super::ManualClock::new(Duration::from_secs(1_000)));
+        let kbs = Kbs::new(
+            store.clone(),
+            Box::new(kek),
+            KbsConfig {
+                max_sessions: 2,
+                ..KbsConfig::default()
+            },
+            clock.clone(),
+        );
+        let ip: IpAddr = "192.0.2.7".parse().unwrap();
+        let body = br#"{"version":"0.1.0","tee":"tpm","key_id":"m"}"#;
+        kbs.auth(ip, body).unwrap();
+        kbs.auth(ip, body).unwrap();
+        assert_eq!(kbs.auth(ip, body).unwrap_err(), ReasonCode::TooManySessions);
+        // Expired sessions are swept (after one extra time to live).
+        clock.advance(kbs.config().session_ttl * 2);
+        kbs.auth(ip, body).unwrap();
+        assert_eq!(
+            kbs.auth(ip, br#"{"version":"0.2.0","tee":"tpm","key_id":"m"}"#)
+                .unwrap_err(),
+            ReasonCode::UnsupportedVersion
+        );
+        assert_eq!(
+            kbs.auth(ip, br#"{"version":"0.1.0","tee":"tpm","key_id":"m","x":1}"#)
+                .unwrap_err(),
+            ReasonCode::BadRequest
+        );
+        let log = store.recent_events(10).unwrap();
+        let reasons: Vec<&str> = log.iter().map(|e| e.reason.as_str()).collect();
+        assert_eq!(
+            reasons,
+            ["bad_request", "unsupported_version", "too_many_sessions"]
+        );
     }
 }
