@@ -14,14 +14,10 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use confidant_attest::attester::BoundData;
-use confidant_attest::tpm::EnrolledAk;
-use confidant_attest::{
-    Binding, Claims, Evidence, EvidenceBundle, ExpectedReportData, Hex, Policy, Rejection, TeeKind,
-    UnixTime, Verifier,
-};
+use confidant_attest::{Binding, Hex, UnixTime};
 
 use super::Clock;
+use super::appraise::Appraisal;
 use super::limit::{Limiter, RateLimit};
 use super::protocol::{
     AttestRequest, AttestResponse, AuthRequest, AuthResponse, MAX_TLS_SPKI_LEN, NONCE_LEN,
@@ -192,57 +188,6 @@ fn random_bytes<const N: usize>() -> Result<[u8; N], Refusal> {
 
 fn parse_json<'a, T: serde::Deserialize<'a>>(body: &'a [u8]) -> Result<T, Refusal> {
     serde_json::from_slice(body).map_err(|e| Refusal::new(ReasonCode::BadRequest, e.to_string()))
-}
-
-fn measurements_json(c: &Claims) -> Option<String> {
-    serde_json::to_string(&c.measurements).ok()
-}
-
-/// The code of a rejection by [`Verifier::appraise`], most fundamental
-/// failing rule first.
-fn rejection_code(r: &Rejection) -> ReasonCode {
-    let Some(claims) = r.claims.as_deref().filter(|_| r.authentic) else {
-        return ReasonCode::EvidenceInvalid;
-    };
-    let failed: Vec<&str> = claims
-        .policy
-        .iter()
-        .filter(|o| !o.pass)
-        .map(|o| o.rule.as_str())
-        .collect();
-    let any = |f: &dyn Fn(&str) -> bool| failed.iter().any(|r| f(r));
-    if any(&|r| r == "tee") {
-        ReasonCode::TeeMismatch
-    } else if any(&|r| r == "tee.accepted") {
-        if claims.tee == TeeKind::InsecureDev {
-            ReasonCode::InsecureAttester
-        } else {
-            ReasonCode::TeeNotAccepted
-        }
-    } else if any(&|r| r == "report_data") {
-        ReasonCode::BindingMismatch
-    } else if any(&|r| r == "freshness") {
-        ReasonCode::NonceExpired
-    } else if any(&|r| r.ends_with(".debug")) {
-        ReasonCode::PolicyDebug
-    } else if any(&|r| {
-        matches!(
-            r,
-            "snp.min_tcb" | "snp.guest_svn" | "tdx.tcb_status" | "tdx.advisories"
-        ) || r.ends_with(".collateral_age")
-    }) {
-        ReasonCode::PolicyTcb
-    } else if any(&|r| {
-        r == "snp.measurement"
-            || r.starts_with("tpm.pcr")
-            || r.starts_with("tdx.mr")
-            || r.starts_with("tdx.rtmr")
-            || r.starts_with("sgx.mr")
-    }) {
-        ReasonCode::PolicyMeasurement
-    } else {
-        ReasonCode::PolicyOther
-    }
 }
 
 impl Kbs {
@@ -570,37 +515,20 @@ impl Kbs {
                     "model removed after auth",
                 ))
             })?;
-        let mut policy = Policy::from_toml(&model.policy_toml).map_err(|e| {
-            ctx(Refusal::new(
-                ReasonCode::Internal,
-                format!("model policy: {e}"),
-            ))
-        })?;
-        if self.config.insecure_allow_dev_attester {
-            policy = policy.insecure_allow_dev_attester();
-        }
-        let verifier = Verifier::new(policy)
-            .map_err(|e| ctx(Refusal::new(ReasonCode::Internal, e.to_string())))?;
-
         let binding = Binding {
             nonce: &nonce,
             tls_spki_der: spki,
             hpke_public_key: &hpke_public_key,
         };
-        let bound = BoundData::from_binding(&binding);
-        let expected = ExpectedReportData::Challenge {
-            report_data: if tee == Tee::Tpm {
-                bound.tpm_extra_data.clone()
-            } else {
-                bound.report_data.to_vec()
-            },
-            issued_at: UnixTime::from_secs(issued_ms / 1000),
+        let appraisal = Appraisal {
+            policy_toml: &model.policy_toml,
+            insecure_allow_dev_attester: self.config.insecure_allow_dev_attester,
+            tdx_collateral: self.config.tdx_collateral.as_deref(),
+            store: &self.store,
         };
-        let ak = self.enrolled_ak(&req.evidence).map_err(ctx)?;
-        let evidence = self.evidence(&req.evidence, ak.as_ref()).map_err(ctx)?;
-        match verifier.appraise(&evidence, &expected, self.now()) {
-            Ok(verified) => {
-                let measurement = measurements_json(&verified);
+        let issued_at = UnixTime::from_secs(issued_ms / 1000);
+        match appraisal.appraise(tee, &binding, issued_at, &req.evidence, self.now()) {
+            Ok(measurement) => {
                 let mut s = lock(&self.sessions);
                 // The session may have been closed meanwhile; then there is
                 // nothing to attach the verdict to.
@@ -621,74 +549,8 @@ impl Kbs {
                     key_id: key_id.to_string(),
                 })
             }
-            Err(rej) => {
-                let code = rejection_code(&rej);
-                let mut r = ctx(Refusal::new(code, rej.reasons.join("; ")));
-                r.measurement = rej.claims.as_deref().and_then(measurements_json);
-                Err(r)
-            }
+            Err(r) => Err(ctx(r)),
         }
-    }
-
-    /// The AK a TPM quote must be verified with: the enrolled record whose
-    /// Name is the Name of the AK public area the evidence names.
-    fn enrolled_ak(&self, b: &EvidenceBundle) -> Result<Option<EnrolledAk>, Refusal> {
-        let EvidenceBundle::Tpm { ak_public, .. } = b else {
-            return Ok(None);
-        };
-        let name = confidant_attest::tpm::wire::name_of(ak_public.as_bytes());
-        match self.store.tpm_ak(&name) {
-            Ok(Some(ak)) => Ok(Some(ak)),
-            Ok(None) => Err(Refusal::new(
-                ReasonCode::TpmAkUnknown,
-                format!("no enrolled AK named {}", hex::encode(&name)),
-            )),
-            Err(e) => Err(Refusal::new(ReasonCode::Internal, e.to_string())),
-        }
-    }
-
-    fn evidence<'a>(
-        &'a self,
-        b: &'a EvidenceBundle,
-        ak: Option<&'a EnrolledAk>,
-    ) -> Result<Evidence<'a>, Refusal> {
-        Ok(match b {
-            EvidenceBundle::Snp { report, vek, chain } => {
-                let vek = vek.as_ref().ok_or_else(|| {
-                    Refusal::new(
-                        ReasonCode::EvidenceInvalid,
-                        "SNP evidence without a VCEK/VLEK (the broker does not fetch from AMD KDS)",
-                    )
-                })?;
-                Evidence::Snp(confidant_attest::snp::SnpEvidence {
-                    report: report.as_bytes(),
-                    vek: vek.as_bytes(),
-                    chain: chain.as_deref().map(str::as_bytes),
-                })
-            }
-            EvidenceBundle::Tdx { quote } => {
-                let collateral = self.config.tdx_collateral.as_deref().ok_or_else(|| {
-                    Refusal::new(
-                        ReasonCode::EvidenceInvalid,
-                        "TDX evidence but no DCAP collateral configured (--tdx-collateral)",
-                    )
-                })?;
-                Evidence::Tdx {
-                    quote: quote.as_bytes(),
-                    collateral,
-                }
-            }
-            EvidenceBundle::Tpm { quote, .. } => Evidence::Tpm { quote, ak },
-            EvidenceBundle::InsecureDev { report_data } => Evidence::InsecureDev {
-                report_data: report_data.as_bytes(),
-            },
-            _ => {
-                return Err(Refusal::new(
-                    ReasonCode::EvidenceInvalid,
-                    "evidence of an unsupported kind",
-                ));
-            }
-        })
     }
 
     /// `GET /kbs/v1/resource/{key_id}`: the data key sealed to the attested
@@ -798,62 +660,6 @@ impl Kbs {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use confidant_attest::RuleOutcome;
-
-    fn rej(tee: TeeKind, failed: &[&str]) -> Rejection {
-        // Claims has no public constructor: take the insecure-dev claims
-        // from the verifier and adjust them.
-        let v = Verifier::new(Policy::default().insecure_allow_dev_attester()).unwrap();
-        let mut c: Claims = v
-            .appraise(
-                &Evidence::InsecureDev {
-                    report_data: &[0; 64],
-                },
-                &ExpectedReportData::NotCheckedInspectionOnly,
-                UnixTime::from_secs(0),
-            )
-            .unwrap()
-            .into_inner();
-        c.tee = tee;
-        c.policy = failed
-            .iter()
-            .map(|r| RuleOutcome {
-                rule: r.to_string(),
-                pass: false,
-                detail: String::new(),
-            })
-            .collect();
-        Rejection {
-            authentic: true,
-            reasons: vec![],
-            claims: Some(Box::new(c)),
-        }
-    }
-
-    #[test]
-    fn rejection_codes_by_rule() {
-        use ReasonCode::*;
-        for (tee, rules, code) in [
-            (
-                TeeKind::InsecureDev,
-                &["tee.accepted"][..],
-                InsecureAttester,
-            ),
-            (TeeKind::Snp, &["tee.accepted"], TeeNotAccepted),
-            (TeeKind::Tpm, &["tpm.pcr7", "report_data"], BindingMismatch),
-            (TeeKind::Tpm, &["tpm.pcr7"], PolicyMeasurement),
-            (TeeKind::Snp, &["snp.measurement", "snp.debug"], PolicyDebug),
-            (TeeKind::Tdx, &["tdx.tcb_status", "tdx.mrtd"], PolicyTcb),
-            (TeeKind::Tdx, &["tdx.rtmr2"], PolicyMeasurement),
-            (TeeKind::Snp, &["freshness"], NonceExpired),
-            (TeeKind::Snp, &["snp.vmpl"], PolicyOther),
-        ] {
-            assert_eq!(rejection_code(&rej(tee, rules)), code, "{rules:?}");
-        }
-        let mut r = rej(TeeKind::Snp, &["snp.debug"]);
-        r.authentic = false;
-        assert_eq!(rejection_code(&r), EvidenceInvalid);
-    }
 
     #[test]
     fn session_table_is_bounded_and_swept() {

@@ -13,6 +13,7 @@
 //! Every time the broker reads comes from a [`Clock`], so tests pin and
 //! advance it ([`ManualClock`]).
 
+mod appraise;
 mod broker;
 pub mod client;
 mod limit;
