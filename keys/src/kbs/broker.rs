@@ -46,7 +46,7 @@ pub struct KbsConfig {
     pub attest_rate: RateLimit,
     /// Per-source limit of `resource`. Default 20 at once, 2/s.
     pub resource_rate: RateLimit,
-    /// Apply [`Policy::insecure_allow_dev_attester`] to every model policy:
+    /// Apply [`confidant_attest::Policy::insecure_allow_dev_attester`] to every model policy:
     /// evidence of the insecure dev attester is then accepted. Development
     /// only; logged at start and at every use.
     pub insecure_allow_dev_attester: bool,
