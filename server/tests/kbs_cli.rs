@@ -10,16 +10,21 @@ use std::process::{Child, Command, Output, Stdio};
 
 use confidant_attest::attester::InsecureDev;
 use confidant_keys::kbs::client::{ClientConfig, fetch_data_key};
-use confidant_keys::{Decryptor, Header, HpkeKeyPair, KeyId};
+use confidant_keys::{DataKey, Decryptor, Header, HpkeKeyPair, KeyId};
 
 const BIN: &str = env!("CARGO_BIN_EXE_confidant");
 
 fn run(args: &[&str]) -> Output {
-    Command::new(BIN)
-        .args(args)
-        .env_remove("CONFIDANT_KBS_DB")
-        .output()
-        .expect("confidant runs")
+    run_env(args, &[])
+}
+
+fn run_env(args: &[&str], env: &[(&str, &Path)]) -> Output {
+    let mut c = Command::new(BIN);
+    c.args(args).env_remove("CONFIDANT_KBS_DB");
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    c.output().expect("confidant runs")
 }
 
 fn ok(out: &Output) -> String {
@@ -52,8 +57,12 @@ impl Drop for Serving {
     }
 }
 
-fn serve(db: &Path, kek: &str) -> (Serving, String) {
-    let mut child = Command::new(BIN)
+fn serve(db: &Path, kek: &str, env: &[(&str, &Path)]) -> (Serving, String) {
+    let mut cmd = Command::new(BIN);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd
         .args(["kbs", "serve", "--listen", "127.0.0.1:0", "--kek", kek])
         .arg("--db")
         .arg(db)
@@ -179,7 +188,7 @@ fn kbs_cli_dev_walkthrough() {
     ]));
     assert!(e.contains("loopback"), "{e}");
 
-    let (server, url) = serve(&d.join("kbs.db"), &kek);
+    let (server, url) = serve(&d.join("kbs.db"), &kek, &[]);
     assert!(url.starts_with("http://127.0.0.1:"), "{url}");
     let hpke = HpkeKeyPair::generate();
     let key = fetch_data_key(
@@ -223,5 +232,113 @@ fn kbs_cli_dev_walkthrough() {
     assert!(
         text.contains("refusal") && text.contains("unknown_resource"),
         "{text}"
+    );
+}
+
+fn decrypts(container: &Path, key: &DataKey) -> Vec<u8> {
+    let c = std::fs::read(container).unwrap();
+    let dec = Decryptor::new(Header::parse(&c).unwrap(), key).unwrap();
+    let mut out = vec![0u8; dec.header().plaintext_len() as usize];
+    dec.decrypt_into(&c[..], &mut out, NonZeroUsize::MIN)
+        .unwrap();
+    out
+}
+
+/// The broker releasing a key wrapped by a non-extractable KEK inside a
+/// SoftHSM2 token: unwrapping happens in the token, at each release.
+#[test]
+fn kbs_cli_softhsm2_kek_release() {
+    const SOFTHSM: &str = "/usr/lib/softhsm/libsofthsm2.so";
+    if !Path::new(SOFTHSM).exists() {
+        eprintln!("SKIPPED kbs_cli_softhsm2_kek_release: {SOFTHSM} missing (scripts/deps/keys.sh)");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let p = |n: &str| d.join(n).to_str().unwrap().to_owned();
+    std::fs::create_dir(d.join("tokens")).unwrap();
+    let conf = d.join("softhsm2.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "directories.tokendir = {}\nobjectstore.backend = file\nslots.removable = false\nlog.level = ERROR\n",
+            d.join("tokens").display()
+        ),
+    )
+    .unwrap();
+    let init = Command::new("softhsm2-util")
+        .args([
+            "--init-token",
+            "--free",
+            "--label",
+            "kbs",
+            "--pin",
+            "2468",
+            "--so-pin",
+            "1357",
+        ])
+        .env("SOFTHSM2_CONF", &conf)
+        .output()
+        .unwrap();
+    assert!(
+        init.status.success(),
+        "{}",
+        String::from_utf8_lossy(&init.stderr)
+    );
+    let env: [(&str, &Path); 2] = [
+        ("SOFTHSM2_CONF", &conf),
+        ("CONFIDANT_PKCS11_PIN", Path::new("2468")),
+    ];
+    let uri = format!("pkcs11:token=kbs;object=owner-kek?module-path={SOFTHSM}");
+    let said = ok(&run_env(&["kek", "generate", "--pkcs11", &uri], &env));
+    assert!(said.contains("extractable=false"), "{said}");
+
+    let mut plain = b"GGUF\x03\0\0\0".to_vec();
+    plain.extend((0..70_000u32).map(|i| (i.wrapping_mul(40_503) >> 7) as u8));
+    std::fs::write(d.join("m.gguf"), &plain).unwrap();
+    std::fs::write(d.join("policy.toml"), "").unwrap();
+    ok(&run_env(
+        &[
+            "model",
+            "encrypt",
+            "--in",
+            &p("m.gguf"),
+            "--out",
+            &p("m.cmdl"),
+            "--key-id",
+            "hsm-model",
+            "--kek",
+            &uri,
+        ],
+        &env,
+    ));
+    ok(&run(&[
+        "kbs",
+        "model",
+        "add",
+        "--key-id",
+        "hsm-model",
+        "--wrapped",
+        &p("m.cmdl.key"),
+        "--policy",
+        &p("policy.toml"),
+        "--db",
+        &p("kbs.db"),
+    ]));
+    let (server, url) = serve(&d.join("kbs.db"), &uri, &env);
+    let key = fetch_data_key(
+        &ClientConfig::new(&url),
+        &KeyId::new("hsm-model").unwrap(),
+        &mut InsecureDev::new(),
+        b"server TLS SPKI",
+        &HpkeKeyPair::generate(),
+    )
+    .expect("key released through the token");
+    assert!(decrypts(&d.join("m.cmdl"), &key) == plain);
+    drop(server);
+    let log = ok(&run(&["kbs", "log", "--db", &p("kbs.db")]));
+    assert!(
+        log.contains("RELEASE") && log.contains("hsm-model"),
+        "{log}"
     );
 }
