@@ -377,3 +377,64 @@ fn kbs_over_tls_with_a_private_ca() {
     .expect("key over TLS");
     assert_eq!(common::decrypt_sha256(&model.container, &key), model.sha256);
 }
+
+/// Refusal bodies are `{"error": code}` and nothing more, whatever the
+/// input; oversized bodies are cut off at the bound.
+#[test]
+fn kbs_refusal_bodies_carry_only_the_code() {
+    let owner = Owner::new();
+    owner.register("m1", &common::small_model());
+    let server = common::start(owner.broker(dev_config(), Arc::new(SystemClock)), None);
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .proxy(None)
+        .build()
+        .into();
+    let body_of = |mut r: ureq::http::Response<ureq::Body>| {
+        let status = r.status().as_u16();
+        (status, r.body_mut().read_to_string().unwrap())
+    };
+    let post = |path: &str, body: &[u8]| {
+        body_of(
+            agent
+                .post(format!("{}{path}", server.url))
+                .content_type("application/json")
+                .send(body)
+                .unwrap(),
+        )
+    };
+    assert_eq!(
+        post("/kbs/v1/auth", b"{not json"),
+        (400, r#"{"error":"bad_request"}"#.into())
+    );
+    assert_eq!(
+        post(
+            "/kbs/v1/auth",
+            br#"{"version":"0.1.0","tee":"tpm","key_id":"m1","extra":1}"#
+        ),
+        (400, r#"{"error":"bad_request"}"#.into())
+    );
+    assert_eq!(
+        post(
+            "/kbs/v1/attest",
+            &vec![b' '; confidant_keys::kbs::protocol::MAX_REQUEST_LEN + 1]
+        ),
+        (413, r#"{"error":"payload_too_large"}"#.into())
+    );
+    assert_eq!(
+        post("/kbs/v1/attest", b"{}"),
+        (401, r#"{"error":"unknown_session"}"#.into())
+    );
+    let get = |path: &str| body_of(agent.get(format!("{}{path}", server.url)).call().unwrap());
+    assert_eq!(
+        get("/kbs/v1/resource/m1"),
+        (401, r#"{"error":"unknown_session"}"#.into())
+    );
+    assert_eq!(
+        get("/kbs/v1/resource/bad%20id"),
+        (400, r#"{"error":"bad_request"}"#.into())
+    );
+    let log = owner.store.recent_events(10).unwrap();
+    assert_eq!(log.len(), 6, "{log:#?}");
+    assert!(log.iter().all(|e| e.outcome == Outcome::Refusal));
+}

@@ -215,12 +215,19 @@ async fn attest(
 async fn resource(
     State(app): State<App>,
     axum::Extension(Peer(peer)): axum::Extension<Peer>,
-    UrlPath(key_id): UrlPath<String>,
+    key_id: std::result::Result<UrlPath<String>, axum::extract::rejection::PathRejection>,
     headers: HeaderMap,
 ) -> Response {
     if let Err(r) = admit(&app, Route::Resource, peer, None).await {
         return r;
     }
+    let key_id = match key_id {
+        Ok(UrlPath(k)) => k,
+        Err(e) => {
+            let r = Refusal::new(ReasonCode::BadRequest, format!("key id in the path: {e}"));
+            return refused(app.kbs.refuse(Route::Resource, peer.ip(), r), None);
+        }
+    };
     let kbs = app.kbs.clone();
     let session = session_id(&headers);
     match blocking(move || kbs.resource(peer.ip(), session.as_deref(), &key_id)).await {
