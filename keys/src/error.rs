@@ -205,6 +205,73 @@ pub enum Error {
         /// What went wrong.
         reason: String,
     },
+
+    /// The key broker's database (registry and release log) failed.
+    #[cfg(feature = "kbs")]
+    #[error("key broker database: {context}: {source}")]
+    Store {
+        /// What was being done.
+        context: &'static str,
+        /// The SQLite error.
+        #[source]
+        source: rusqlite::Error,
+    },
+
+    /// The key broker's registry has no model with this key id.
+    #[error("no model with key id {key_id:?} in the key broker registry")]
+    UnknownModel {
+        /// The key id asked for.
+        key_id: String,
+    },
+
+    /// A model with this key id is already registered.
+    #[error("a model with key id {key_id:?} is already registered")]
+    ModelExists {
+        /// The key id.
+        key_id: String,
+    },
+
+    /// Producing evidence, parsing a policy or setting up verification failed.
+    #[cfg(feature = "kbs")]
+    #[error("attestation: {0}")]
+    Attestation(#[from] confidant_attest::Error),
+
+    /// A TLS certificate or key is unusable.
+    #[error("TLS: {reason}")]
+    Tls {
+        /// What is wrong.
+        reason: String,
+    },
+
+    /// The key broker refused a request and said why (a reason code of
+    /// `keys/KBS.md`; the broker's log holds the detail).
+    #[error("key broker refused {route} (HTTP {status}): {code}")]
+    KbsRefused {
+        /// The route (`/kbs/v1/auth`, ...).
+        route: &'static str,
+        /// HTTP status.
+        status: u16,
+        /// The reason code, e.g. `policy_measurement`.
+        code: String,
+        /// `Retry-After` seconds, for `rate_limited`.
+        retry_after: Option<u64>,
+    },
+
+    /// The key broker could not be reached, or the exchange broke off.
+    #[error("key broker at {url}: {reason}")]
+    KbsTransport {
+        /// The URL requested.
+        url: String,
+        /// What failed.
+        reason: String,
+    },
+
+    /// The key broker answered outside the protocol.
+    #[error("key broker protocol violation: {reason}")]
+    KbsProtocol {
+        /// What was wrong with the answer.
+        reason: String,
+    },
 }
 
 /// Result alias of this crate.
@@ -227,6 +294,11 @@ impl Error {
             what,
             reason: reason.into(),
         }
+    }
+
+    #[cfg(feature = "kbs")]
+    pub(crate) fn store(context: &'static str) -> impl FnOnce(rusqlite::Error) -> Error {
+        move |source| Error::Store { context, source }
     }
 
     pub(crate) fn pkcs11(operation: &'static str) -> impl FnOnce(cryptoki::error::Error) -> Error {

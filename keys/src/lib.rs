@@ -1,5 +1,7 @@
 //! BYOK for Confidant: the encrypted model container, key-encryption keys
-//! (file and PKCS#11) and sealing data keys to an attested TEE.
+//! (file and PKCS#11), sealing data keys to an attested TEE, and the key
+//! broker that releases them ([`kbs`], feature `kbs`, on by default;
+//! protocol in `keys/KBS.md`).
 //!
 //! The format is specified in `keys/FORMAT.md`. In short: a model is
 //! encrypted under a fresh random [`DataKey`] as a sequence of AES-256-GCM
@@ -32,6 +34,8 @@ mod container;
 mod datakey;
 mod error;
 mod header;
+#[cfg(feature = "kbs")]
+pub mod kbs;
 mod kek;
 mod transport;
 

@@ -43,6 +43,11 @@ enum Command {
         #[command(subcommand)]
         cmd: cli::update::UpdateCmd,
     },
+    /// Run the key broker and manage its registry
+    Kbs {
+        #[command(subcommand)]
+        cmd: cli::kbs::KbsCmd,
+    },
 }
 
 fn main() -> ExitCode {
@@ -55,6 +60,7 @@ fn main() -> ExitCode {
         Command::Model { cmd } => cli::model::run(cmd),
         Command::Attest { cmd } => cli::attest::run(cmd),
         Command::Update { cmd } => cli::update::run(cmd),
+        Command::Kbs { cmd } => cli::kbs::run(cmd),
     };
     match result {
         Ok(code) => code,

@@ -37,7 +37,7 @@ impl TlsIdentity {
         let spki_der = rcgen::PublicKeyData::subject_public_key_info(&key);
         let cert_der = cert.der().to_vec();
         let pkcs8 = zeroize::Zeroizing::new(key.serialize_der());
-        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
         let config = rustls::ServerConfig::builder_with_provider(provider)
             .with_protocol_versions(&[&rustls::version::TLS13])?
             .with_no_client_auth()

@@ -36,7 +36,28 @@ pub struct TpmQuote {
     /// Marshalled TPMT_SIGNATURE.
     pub signature: Hex,
     /// SHA-256 bank PCR values by index.
+    #[serde(deserialize_with = "pcr_values")]
     pub pcrs: BTreeMap<u8, Hex>,
+}
+
+/// PCR indices arrive as JSON object keys, i.e. strings (`"7"`). They are
+/// parsed here: serde's integer-key support does not work once the quote
+/// is inside the internally tagged [`crate::EvidenceBundle`], where serde
+/// buffers the content and hands the keys over as strings. Only canonical
+/// decimal keys are taken, so two spellings of one index cannot collide.
+fn pcr_values<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> std::result::Result<BTreeMap<u8, Hex>, D::Error> {
+    use serde::de::Error as _;
+    BTreeMap::<String, Hex>::deserialize(d)?
+        .into_iter()
+        .map(|(k, v)| match k.parse::<u8>() {
+            Ok(i) if i.to_string() == k => Ok((i, v)),
+            _ => Err(D::Error::custom(format!(
+                "PCR index {k:?} is not a decimal number 0..=255"
+            ))),
+        })
+        .collect()
 }
 
 /// TPM-specific claims.
@@ -163,4 +184,29 @@ pub fn authenticate(q: &TpmQuote, ak: &EnrolledAk) -> Result<Claims> {
     }
     claims.platform_id = Some(Hex(ak.name().to_vec()));
     Ok(claims)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tpm_bundle_json_round_trips() {
+        let quote = TpmQuote {
+            attest: Hex(vec![1]),
+            signature: Hex(vec![2]),
+            pcrs: [(0u8, Hex(vec![3])), (7, Hex(vec![4]))]
+                .into_iter()
+                .collect(),
+        };
+        let b = crate::EvidenceBundle::Tpm {
+            quote: quote.clone(),
+            ak_public: Hex(vec![5]),
+        };
+        assert_eq!(crate::EvidenceBundle::from_json(&b.to_json()).unwrap(), b);
+        let bare = serde_json::to_vec(&quote).unwrap();
+        assert_eq!(serde_json::from_slice::<TpmQuote>(&bare).unwrap(), quote);
+        let odd = br#"{"attest":"01","signature":"02","pcrs":{"07":"03"}}"#;
+        assert!(serde_json::from_slice::<TpmQuote>(odd).is_err());
+    }
 }

@@ -2,6 +2,7 @@
 
 pub mod attest;
 pub mod generate;
+pub mod kbs;
 pub mod kek;
 pub mod model;
 pub mod serve;
