@@ -7,3 +7,4 @@ pub mod config;
 pub mod loader;
 pub mod metrics;
 pub mod state;
+pub mod watermark;

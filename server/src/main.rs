@@ -38,6 +38,11 @@ enum Command {
         #[command(subcommand)]
         cmd: cli::attest::AttestCmd,
     },
+    /// Generate watermark keys and detect watermarked text
+    Watermark {
+        #[command(subcommand)]
+        cmd: cli::watermark::WatermarkCmd,
+    },
 }
 
 fn main() -> ExitCode {
@@ -49,6 +54,7 @@ fn main() -> ExitCode {
         Command::Kek { cmd } => cli::kek::run(cmd),
         Command::Model { cmd } => cli::model::run(cmd),
         Command::Attest { cmd } => cli::attest::run(cmd),
+        Command::Watermark { cmd } => cli::watermark::run(cmd),
     };
     match result {
         Ok(code) => code,

@@ -5,3 +5,4 @@ pub mod generate;
 pub mod kek;
 pub mod model;
 pub mod serve;
+pub mod watermark;
