@@ -445,10 +445,16 @@ impl Inner {
     }
 }
 
-/// Adds `delta` to the logit of every green token. Branch-free so that the
-/// loop vectorises; `-inf` logits stay `-inf`.
+/// Adds `delta` to the logit of every green token, vectorised for the CPU
+/// at hand; `-inf` logits stay `-inf`.
 fn bias_green(logits: &mut [f32], key: &StepKey, threshold: u64, delta: f32) {
     let (k0, k1) = (key.k0, key.k1);
+    crate::kernels::vectorised(|| bias_green_loop(logits, k0, k1, threshold, delta));
+}
+
+/// Branch-free so that it vectorises.
+#[inline(always)]
+fn bias_green_loop(logits: &mut [f32], k0: u64, k1: u64, threshold: u64, delta: f32) {
     for (i, l) in logits.iter_mut().enumerate() {
         let green = (token_hash(k0, k1, i as u32) < threshold) as u32 as f32;
         *l += green * delta;

@@ -174,7 +174,8 @@ fn short_texts_are_insufficient() {
     let enough = w.detect_tokens(&marked[..=DEFAULT_MIN_TOKENS], &opts);
     assert_ne!(enough.verdict, Verdict::Insufficient);
     let empty = w.detect_tokens(&[], &opts);
-    assert_eq!((empty.z, empty.p_value), (0.0, 0.5));
+    assert_eq!(empty.z, 0.0);
+    assert!((empty.p_value - 0.5).abs() < 1e-7);
     assert_eq!(empty.verdict, Verdict::Insufficient);
 }
 
@@ -317,6 +318,7 @@ fn one_step_over_a_49k_vocabulary_is_cheap() {
         );
     }
     let per_step = t.elapsed() / n;
+    eprintln!("watermark step over 49,152 logits: {per_step:?}");
     assert!(
         per_step < std::time::Duration::from_micros(1000),
         "{per_step:?} per step"
