@@ -166,7 +166,12 @@ struct BenchFactory {
 
 impl ProcessorFactory for BenchFactory {
     fn processors(&self) -> Vec<Box<dyn LogitProcessor>> {
-        let spec = self.next.lock().unwrap().take().expect("a spec per request");
+        let spec = self
+            .next
+            .lock()
+            .unwrap()
+            .take()
+            .expect("a spec per request");
         let mut v: Vec<Box<dyn LogitProcessor>> = Vec::new();
         if let Some(sink) = spec.sink {
             v.push(Box::new(Recorder {
@@ -261,7 +266,11 @@ fn median(v: &mut [f64]) -> f64 {
 
 fn rate(z: &[f64], thr: f64) -> String {
     let n = z.iter().filter(|&&z| z >= thr).count();
-    format!("{n}/{} ({:.1}%)", z.len(), 100.0 * n as f64 / z.len().max(1) as f64)
+    format!(
+        "{n}/{} ({:.1}%)",
+        z.len(),
+        100.0 * n as f64 / z.len().max(1) as f64
+    )
 }
 
 fn params_from_env() -> WatermarkParams {
@@ -271,7 +280,9 @@ fn params_from_env() -> WatermarkParams {
         f("WM_GAMMA").map_or(d.gamma(), |v| v.parse().expect("WM_GAMMA")),
         f("WM_DELTA").map_or(d.delta(), |v| v.parse().expect("WM_DELTA")),
         f("WM_CONTEXT_WIDTH").map_or(d.context_width(), |v| v.parse().expect("WM_CONTEXT_WIDTH")),
-        f("WM_SCHEME").map_or(d.scheme(), |v| v.parse::<SeedingScheme>().expect("WM_SCHEME")),
+        f("WM_SCHEME").map_or(d.scheme(), |v| {
+            v.parse::<SeedingScheme>().expect("WM_SCHEME")
+        }),
     )
     .expect("watermark parameters")
 }
@@ -395,7 +406,12 @@ fn main() {
                 request(run, 128, 0.8, run as u64),
             ));
             let tps = (o.tokens - 1) as f64 / o.decode.as_secs_f64();
-            if on { &mut single_wm } else { &mut single_plain }.push(tps);
+            if on {
+                &mut single_wm
+            } else {
+                &mut single_plain
+            }
+            .push(tps);
             let t = Instant::now();
             let rxs: Vec<_> = (0..batch)
                 .map(|j| {
@@ -530,7 +546,10 @@ fn main() {
     let ppl_wm = (-m_wm).exp();
     let ppl_pl = (-m_pl).exp();
 
-    println!("\n## Results ({:.0} s in all)", started.elapsed().as_secs_f64());
+    println!(
+        "\n## Results ({:.0} s in all)",
+        started.elapsed().as_secs_f64()
+    );
     println!("threshold z >= {}", opts.z_threshold);
     println!(
         "watermarked:   detected {} | insufficient {insufficient} | z {}",
@@ -579,10 +598,12 @@ fn main() {
         100.0 * (ppl_wm / ppl_pl - 1.0)
     );
 
-    let out = std::env::var_os("WM_OUT").map(PathBuf::from).unwrap_or_else(|| {
-        PathBuf::from(std::env::var_os("CARGO_TARGET_DIR").unwrap_or_else(|| "target".into()))
-            .join("watermark_eval.json")
-    });
+    let out = std::env::var_os("WM_OUT")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("CARGO_TARGET_DIR").unwrap_or_else(|| "target".into()))
+                .join("watermark_eval.json")
+        });
     let json = serde_json::json!({
         "params": wm.public_params(),
         "tokens": n_tok,

@@ -203,7 +203,12 @@ pub const DEFAULT_CONTEXT_WIDTH: usize = 1;
 impl WatermarkParams {
     /// Checks the ranges: γ in [0.01, 0.99], δ in (0, 20], `h` in
     /// 1..=[`MAX_CONTEXT_WIDTH`].
-    pub fn new(gamma: f64, delta: f32, context_width: usize, scheme: SeedingScheme) -> Result<Self> {
+    pub fn new(
+        gamma: f64,
+        delta: f32,
+        context_width: usize,
+        scheme: SeedingScheme,
+    ) -> Result<Self> {
         if !(0.01..=0.99).contains(&gamma) {
             return Err(Error::Watermark(format!(
                 "gamma {gamma} is outside [0.01, 0.99]"

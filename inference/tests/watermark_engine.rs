@@ -46,7 +46,9 @@ fn start(factory: Option<Watermark>) -> Engine {
 
 /// All prompts at once (batched), 150 tokens each at temperature 0.9.
 fn generate(engine: &Engine) -> Vec<String> {
-    let tmpl = engine.template().expect("the default model has a chat template");
+    let tmpl = engine
+        .template()
+        .expect("the default model has a chat template");
     let rxs: Vec<_> = PROMPTS
         .iter()
         .enumerate()

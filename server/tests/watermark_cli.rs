@@ -35,7 +35,12 @@ fn ok(out: &Output) -> String {
 }
 
 fn keygen(path: &Path) {
-    ok(&run(&["watermark", "keygen", "--out", path.to_str().unwrap()]));
+    ok(&run(&[
+        "watermark",
+        "keygen",
+        "--out",
+        path.to_str().unwrap(),
+    ]));
 }
 
 fn detect(key: &Path, text: &str) -> Value {
@@ -100,7 +105,9 @@ fn keygen_then_detect_generated_text() {
     assert_eq!(mode & 0o777, 0o600);
     let again = run(&["watermark", "keygen", "--out", key.to_str().unwrap()]);
     assert!(!again.status.success(), "keygen overwrote an existing key");
-    assert!(!String::from_utf8_lossy(&again.stderr).contains(&std::fs::read_to_string(&key).unwrap()));
+    assert!(
+        !String::from_utf8_lossy(&again.stderr).contains(&std::fs::read_to_string(&key).unwrap())
+    );
 
     let short = detect(&key, "Hello there.");
     assert_shape(&short);
@@ -153,9 +160,34 @@ fn detect_refuses_bad_input() {
     // No text, both texts, a bad parameter, a missing key, a readable key.
     for args in [
         vec!["watermark", "detect", "--key", k],
-        vec!["watermark", "detect", "--key", k, "--text", "a", "--file", "b"],
-        vec!["watermark", "detect", "--key", k, "--text", "a", "--watermark-gamma", "2"],
-        vec!["watermark", "detect", "--key", "/nonexistent", "--text", "a"],
+        vec![
+            "watermark",
+            "detect",
+            "--key",
+            k,
+            "--text",
+            "a",
+            "--file",
+            "b",
+        ],
+        vec![
+            "watermark",
+            "detect",
+            "--key",
+            k,
+            "--text",
+            "a",
+            "--watermark-gamma",
+            "2",
+        ],
+        vec![
+            "watermark",
+            "detect",
+            "--key",
+            "/nonexistent",
+            "--text",
+            "a",
+        ],
     ] {
         assert!(!run(&args).status.success(), "{args:?} succeeded");
     }
@@ -179,7 +211,11 @@ fn post(addr: std::net::SocketAddr, path: &str, body: &Value) -> (u16, Value) {
     let mut r = BufReader::new(s);
     let mut status = String::new();
     r.read_line(&mut status).unwrap();
-    let code = status.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let code = status
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
     let mut rest = String::new();
     r.read_to_string(&mut rest).unwrap();
     let body = rest.split_once("\r\n\r\n").map(|x| x.1).unwrap_or_default();
@@ -212,17 +248,27 @@ fn serve_watermarks_every_completion_and_detects_over_http() {
     // Whatever the sampling parameters, the output carries the mark.
     let (code, body) = completion(json!({"presence_penalty": 0.5, "top_p": 0.95}));
     assert_eq!(code, 200, "{body}");
-    let text = body["choices"][0]["message"]["content"].as_str().unwrap().to_owned();
+    let text = body["choices"][0]["message"]["content"]
+        .as_str()
+        .unwrap()
+        .to_owned();
 
     let (code, d) = post(srv.addr, "/v1/watermark/detect", &json!({"text": text}));
     assert_eq!(code, 200, "{d}");
     assert_shape(&d);
     assert_eq!(d["verdict"], "watermarked", "{d}\n{text}");
     assert_eq!(detect(&key, &text)["z"], d["z"], "CLI and API disagree");
-    let (_, strict) = post(srv.addr, "/v1/watermark/detect", &json!({"text": text, "threshold": 1000}));
+    let (_, strict) = post(
+        srv.addr,
+        "/v1/watermark/detect",
+        &json!({"text": text, "threshold": 1000}),
+    );
     assert_eq!(strict["error"]["param"], "threshold", "{strict}");
     let (code, short) = post(srv.addr, "/v1/watermark/detect", &json!({"text": "Hi."}));
-    assert_eq!((code, short["verdict"].as_str()), (200, Some("insufficient")));
+    assert_eq!(
+        (code, short["verdict"].as_str()),
+        (200, Some("insufficient"))
+    );
     let (code, bad) = post(srv.addr, "/v1/watermark/detect", &json!({"txt": "Hi."}));
     assert_eq!(code, 400, "{bad}");
     let log = std::fs::read_to_string(&srv.log).unwrap();
@@ -248,8 +294,16 @@ fn serve_enforced_generates_its_key_once_in_the_state_dir() {
     let mode = std::fs::metadata(&key).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o600);
     let log = std::fs::read_to_string(&srv.log).unwrap();
-    assert!(!log.contains(first.lines().nth(1).unwrap()), "the key reached the log");
+    assert!(
+        !log.contains(first.lines().nth(1).unwrap()),
+        "the key reached the log"
+    );
     drop(srv);
-    let _again = common::Server::start(&["--watermark-enforced", "--state-dir", s, "--threads", "2"]);
-    assert_eq!(std::fs::read_to_string(&key).unwrap(), first, "the key changed");
+    let _again =
+        common::Server::start(&["--watermark-enforced", "--state-dir", s, "--threads", "2"]);
+    assert_eq!(
+        std::fs::read_to_string(&key).unwrap(),
+        first,
+        "the key changed"
+    );
 }

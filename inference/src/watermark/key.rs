@@ -84,7 +84,11 @@ impl WatermarkKey {
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            let mode = f.metadata().map_err(|e| err(e.to_string()))?.permissions().mode();
+            let mode = f
+                .metadata()
+                .map_err(|e| err(e.to_string()))?
+                .permissions()
+                .mode();
             if mode & 0o077 != 0 {
                 return Err(err(format!(
                     "mode {:04o} lets others access it; `chmod 600` it",
@@ -105,7 +109,9 @@ impl WatermarkKey {
     fn parse(text: &str) -> std::result::Result<Self, String> {
         let mut lines = text.lines();
         if lines.next() != Some(HEADER) {
-            return Err(format!("not a watermark key (first line must be `{HEADER}`)"));
+            return Err(format!(
+                "not a watermark key (first line must be `{HEADER}`)"
+            ));
         }
         let hex_line = lines.next().unwrap_or("").trim();
         if lines.any(|l| !l.trim().is_empty()) {
@@ -164,7 +170,10 @@ mod tests {
         assert_eq!(back.bytes(), k.bytes());
         assert_eq!(back.id(), k.id());
         let other = WatermarkKey::generate().unwrap();
-        assert!(other.write_new(&p).is_err(), "an existing key file was overwritten");
+        assert!(
+            other.write_new(&p).is_err(),
+            "an existing key file was overwritten"
+        );
         assert_eq!(WatermarkKey::load(&p).unwrap().bytes(), k.bytes());
     }
 

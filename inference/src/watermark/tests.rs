@@ -33,13 +33,17 @@ fn the_documented_scheme_gives_the_known_answers() {
     assert_eq!(left1.key_id().as_str(), "630dcd2966c43366");
     assert_eq!(
         greens(&left1, &[42], 64),
-        [3, 11, 18, 19, 20, 25, 26, 27, 30, 37, 39, 46, 49, 53, 56, 62]
+        [
+            3, 11, 18, 19, 20, 25, 26, 27, 30, 37, 39, 46, 49, 53, 56, 62
+        ]
     );
     assert_eq!(greens(&left1, &[42], 49152).len(), 12259);
     let left3 = w(3, SeedingScheme::LeftHash);
     assert_eq!(
         greens(&left3, &[7, 8, 9], 64),
-        [5, 7, 16, 17, 19, 24, 31, 33, 36, 39, 40, 43, 45, 50, 51, 53, 57, 58]
+        [
+            5, 7, 16, 17, 19, 24, 31, 33, 36, 39, 40, 43, 45, 50, 51, 53, 57, 58
+        ]
     );
     let min3 = w(3, SeedingScheme::MinHash);
     assert_eq!(
@@ -249,7 +253,10 @@ fn tail_probabilities_are_accurate() {
     let p4 = normal_upper_tail(4.0);
     assert!((p4 / 3.167_124_183_311_992e-5 - 1.0).abs() < 1e-6, "{p4}");
     let p10 = normal_upper_tail(10.0);
-    assert!((p10 / 7.619_853_024_160_527e-24 - 1.0).abs() < 1e-6, "{p10}");
+    assert!(
+        (p10 / 7.619_853_024_160_527e-24 - 1.0).abs() < 1e-6,
+        "{p10}"
+    );
     assert!((normal_upper_tail(-1.959_963_985) - 0.975).abs() < 1e-7);
 }
 

@@ -125,7 +125,9 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             enforced = config.watermark.enforced,
             "every output is watermarked"
         ),
-        None => tracing::warn!("outputs are NOT watermarked (no [watermark] key_file, not enforced)"),
+        None => {
+            tracing::warn!("outputs are NOT watermarked (no [watermark] key_file, not enforced)")
+        }
     }
     tracing::warn!(
         "running WITHOUT attestation: the model is read from a plaintext file and no key broker is involved"

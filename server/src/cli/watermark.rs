@@ -86,7 +86,10 @@ impl ParamArgs {
 /// Loads a key file and builds the watermark from defaults and flags.
 pub fn load(key: &Path, params: &ParamArgs) -> anyhow::Result<Watermark> {
     let key = WatermarkKey::load(key)?;
-    Ok(Watermark::new(key, params.apply(WatermarkParams::default())?))
+    Ok(Watermark::new(
+        key,
+        params.apply(WatermarkParams::default())?,
+    ))
 }
 
 /// Runs a `watermark` subcommand.
@@ -148,7 +151,10 @@ fn read_text(path: &Path) -> anyhow::Result<String> {
     let mut buf = Vec::new();
     let limit = MAX_TEXT_BYTES as u64;
     if path == Path::new("-") {
-        std::io::stdin().lock().take(limit + 1).read_to_end(&mut buf)?;
+        std::io::stdin()
+            .lock()
+            .take(limit + 1)
+            .read_to_end(&mut buf)?;
     } else {
         std::fs::File::open(path)
             .with_context(|| format!("cannot open {}", path.display()))?
