@@ -7,7 +7,7 @@
 //! `cargo bench -p confidant-benches --bench watermark_eval`
 //!
 //! Env: `WM_GENERATIONS` (200), `WM_TOKENS` (200), `WM_BATCH` (16),
-//! `BENCH_THREADS` (2), `WM_GAMMA`/`WM_DELTA`/`WM_CONTEXT_WIDTH`/`WM_SCHEME`
+//! `BENCH_THREADS` (2), `WM_GAMMA`/`WM_DELTA`/`WM_CONTEXT_WIDTH`/`WM_SCHEME`/`WM_MIN_ENTROPY`
 //! (the deployment defaults otherwise), `WM_SPEED_RUNS` (6),
 //! `WM_HUMAN_TEXT` (a text file; default: `scripts/fetch-human-text`, Pride
 //! and Prejudice from Debian's r-cran-janeaustenr), `WM_OUT` (where the

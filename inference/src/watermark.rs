@@ -38,7 +38,14 @@
 //!   (γ · 2^64 computed in IEEE-754 double precision, then truncated).
 //! * Generation adds δ to the logit of every green token (after the
 //!   request's own penalties, before temperature and sampling). A position
-//!   with fewer than `h` preceding tokens (prompt included) is left alone.
+//!   with fewer than `h` preceding tokens (prompt included) is left alone,
+//!   and so is, when the entropy gate `min_entropy` is above 0, a step whose
+//!   next-token distribution (softmax of the logits as they reach the
+//!   processor) has less Shannon entropy than `min_entropy` nats: there the
+//!   bias would mostly swap a near-certain token for an unlikely one, which
+//!   costs quality and gains little detection. Detection is unaffected (it
+//!   scores every position; the gate only makes a low-entropy token's colour
+//!   as random as in unwatermarked text).
 //! * Detection tokenizes the text with the model's tokenizer (no special
 //!   tokens, no BOS) and scores every position `i ≥ h` whose window
 //!   `(t_{i-h} … t_{i-1}, t_i)` has not been scored before in this text
@@ -152,6 +159,7 @@ pub struct WatermarkParams {
     delta: f32,
     context_width: usize,
     scheme: SeedingScheme,
+    min_entropy: f32,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -161,12 +169,14 @@ struct RawParams {
     delta: f32,
     context_width: usize,
     scheme: SeedingScheme,
+    #[serde(default)]
+    min_entropy: f32,
 }
 
 impl TryFrom<RawParams> for WatermarkParams {
     type Error = Error;
     fn try_from(r: RawParams) -> Result<Self> {
-        Self::new(r.gamma, r.delta, r.context_width, r.scheme)
+        Self::new(r.gamma, r.delta, r.context_width, r.scheme)?.with_min_entropy(r.min_entropy)
     }
 }
 
@@ -177,6 +187,7 @@ impl From<WatermarkParams> for RawParams {
             delta: p.delta,
             context_width: p.context_width,
             scheme: p.scheme,
+            min_entropy: p.min_entropy,
         }
     }
 }
@@ -189,6 +200,7 @@ impl Default for WatermarkParams {
             delta: DEFAULT_DELTA,
             context_width: DEFAULT_CONTEXT_WIDTH,
             scheme: SeedingScheme::LeftHash,
+            min_entropy: DEFAULT_MIN_ENTROPY,
         }
     }
 }
@@ -199,6 +211,10 @@ pub const DEFAULT_GAMMA: f64 = 0.25;
 pub const DEFAULT_DELTA: f32 = 2.0;
 /// Default context width.
 pub const DEFAULT_CONTEXT_WIDTH: usize = 1;
+/// Default entropy gate, in nats (0: bias every step).
+pub const DEFAULT_MIN_ENTROPY: f32 = 0.0;
+/// Largest entropy gate accepted, in nats (ln of a 2^20-token vocabulary is 13.9).
+pub const MAX_MIN_ENTROPY: f32 = 10.0;
 
 impl WatermarkParams {
     /// Checks the ranges: γ in [0.01, 0.99], δ in (0, 20], `h` in
@@ -229,7 +245,29 @@ impl WatermarkParams {
             delta,
             context_width,
             scheme,
+            min_entropy: DEFAULT_MIN_ENTROPY,
         })
+    }
+
+    /// The same parameters with an entropy gate: generation adds δ only at
+    /// steps whose next-token distribution has at least `nats` of Shannon
+    /// entropy (0 biases every step; at most [`MAX_MIN_ENTROPY`]).
+    /// Detection does not depend on it.
+    pub fn with_min_entropy(self, nats: f32) -> Result<Self> {
+        if !(0.0..=MAX_MIN_ENTROPY).contains(&nats) {
+            return Err(Error::Watermark(format!(
+                "min_entropy {nats} is outside [0, {MAX_MIN_ENTROPY}]"
+            )));
+        }
+        Ok(Self {
+            min_entropy: nats,
+            ..self
+        })
+    }
+
+    /// Entropy gate in nats (0: none).
+    pub fn min_entropy(&self) -> f32 {
+        self.min_entropy
     }
 
     /// Green fraction γ.
@@ -273,6 +311,8 @@ pub struct PublicParams {
     pub delta: f32,
     /// Context width `h`.
     pub context_width: usize,
+    /// Entropy gate of generation, in nats (0: none).
+    pub min_entropy: f32,
     /// First 8 bytes of SHA-256 of the key, hex.
     pub key_id: KeyId,
 }
@@ -397,6 +437,7 @@ impl Watermark {
             gamma: p.gamma,
             delta: p.delta,
             context_width: p.context_width,
+            min_entropy: p.min_entropy,
             key_id: self.inner.key_id.clone(),
         }
     }
@@ -405,6 +446,7 @@ impl Watermark {
     pub fn processor(&self) -> WatermarkProcessor {
         WatermarkProcessor {
             wm: self.inner.clone(),
+            scratch: Vec::new(),
         }
     }
 
@@ -466,9 +508,36 @@ fn bias_green_loop(logits: &mut [f32], k0: u64, k1: u64, threshold: u64, delta: 
     }
 }
 
+/// Shannon entropy, in nats, of `softmax(logits)`; `scratch` is reused
+/// between calls. Uses the engine's vectorised `exp`.
+fn entropy(logits: &[f32], scratch: &mut Vec<f32>) -> f64 {
+    let max = logits.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+    if !max.is_finite() {
+        return 0.0;
+    }
+    scratch.clear();
+    scratch.extend_from_slice(logits);
+    scratch.resize(logits.len().next_multiple_of(8), f32::NEG_INFINITY);
+    let z = crate::kernels::exp_sub_sum(scratch, max);
+    // Σ e_i (l_i − max), skipping e_i = 0 (where l_i − max may be −inf).
+    let s = crate::kernels::vectorised(|| {
+        let mut s = 0f64;
+        for (e, l) in scratch.chunks(8).zip(logits.chunks(8)) {
+            let mut part = 0f32;
+            for (&e, &l) in e.iter().zip(l) {
+                part += if e > 0.0 { e * (l - max) } else { 0.0 };
+            }
+            s += f64::from(part);
+        }
+        s
+    });
+    z.ln() - s / z
+}
+
 /// The per-request logit processor (see the module documentation).
 pub struct WatermarkProcessor {
     wm: Arc<Inner>,
+    scratch: Vec<f32>,
 }
 
 impl LogitProcessor for WatermarkProcessor {
@@ -477,8 +546,13 @@ impl LogitProcessor for WatermarkProcessor {
     }
 
     fn process(&mut self, ctx: &ProcessContext<'_>, logits: &mut [f32]) {
+        let p = &self.wm.params;
         if let Some(k) = self.wm.step_key(ctx.tokens) {
-            bias_green(logits, &k, self.wm.threshold, self.wm.params.delta);
+            if p.min_entropy > 0.0 && entropy(logits, &mut self.scratch) < f64::from(p.min_entropy)
+            {
+                return;
+            }
+            bias_green(logits, &k, self.wm.threshold, p.delta);
         }
     }
 }
