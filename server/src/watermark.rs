@@ -14,8 +14,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use confidant_inference::watermark::{
-    DEFAULT_CONTEXT_WIDTH, DEFAULT_DELTA, DEFAULT_GAMMA, SeedingScheme, Watermark, WatermarkKey,
-    WatermarkParams,
+    DEFAULT_CONTEXT_WIDTH, DEFAULT_DELTA, DEFAULT_GAMMA, DEFAULT_MIN_ENTROPY, SeedingScheme,
+    Watermark, WatermarkKey, WatermarkParams,
 };
 use serde::{Deserialize, Serialize};
 
@@ -39,6 +39,8 @@ pub struct WatermarkConfig {
     pub context_width: usize,
     /// Seeding scheme.
     pub scheme: SeedingScheme,
+    /// Entropy gate in nats: no bias at steps with less entropy (0: none).
+    pub min_entropy: f32,
 }
 
 impl Default for WatermarkConfig {
@@ -50,6 +52,7 @@ impl Default for WatermarkConfig {
             delta: DEFAULT_DELTA,
             context_width: DEFAULT_CONTEXT_WIDTH,
             scheme: SeedingScheme::LeftHash,
+            min_entropy: DEFAULT_MIN_ENTROPY,
         }
     }
 }
@@ -57,12 +60,10 @@ impl Default for WatermarkConfig {
 impl WatermarkConfig {
     /// The checked parameters.
     pub fn params(&self) -> anyhow::Result<WatermarkParams> {
-        Ok(WatermarkParams::new(
-            self.gamma,
-            self.delta,
-            self.context_width,
-            self.scheme,
-        )?)
+        Ok(
+            WatermarkParams::new(self.gamma, self.delta, self.context_width, self.scheme)?
+                .with_min_entropy(self.min_entropy)?,
+        )
     }
 
     /// The deployment's watermark, or `None` when it has none (no key file

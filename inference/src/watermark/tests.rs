@@ -274,11 +274,17 @@ fn parameters_are_checked_and_round_trip() {
     let json = serde_json::to_string(&p).unwrap();
     assert_eq!(
         json,
-        r#"{"gamma":0.5,"delta":1.5,"context_width":4,"scheme":"hmac-sha256-minhash"}"#
+        r#"{"gamma":0.5,"delta":1.5,"context_width":4,"scheme":"hmac-sha256-minhash","min_entropy":0.0}"#
     );
     assert_eq!(serde_json::from_str::<WatermarkParams>(&json).unwrap(), p);
     let bad = json.replace("0.5", "1.5");
     assert!(serde_json::from_str::<WatermarkParams>(&bad).is_err());
+    let gated = p.with_min_entropy(2.0).unwrap();
+    assert_eq!(gated.min_entropy(), 2.0);
+    assert!(p.with_min_entropy(-1.0).is_err());
+    assert!(p.with_min_entropy(f32::NAN).is_err());
+    let older = r#"{"gamma":0.5,"delta":1.5,"context_width":4,"scheme":"hmac-sha256-minhash"}"#;
+    assert_eq!(serde_json::from_str::<WatermarkParams>(older).unwrap(), p);
     assert_eq!("lefthash".parse::<SeedingScheme>().unwrap(), LeftHash);
     assert!("sha1".parse::<SeedingScheme>().is_err());
 }
@@ -295,6 +301,7 @@ fn public_parameters_name_the_key_but_never_hold_it() {
             "gamma": 0.25,
             "delta": 2.0,
             "context_width": 1,
+            "min_entropy": DEFAULT_MIN_ENTROPY,
             "key_id": "630dcd2966c43366",
         })
     );
@@ -330,4 +337,44 @@ fn one_step_over_a_49k_vocabulary_is_cheap() {
         per_step < std::time::Duration::from_micros(1000),
         "{per_step:?} per step"
     );
+}
+
+#[test]
+fn entropy_is_measured_in_nats() {
+    let mut scratch = Vec::new();
+    let h = super::entropy(&[0.0; 1000], &mut scratch);
+    assert!((h - 1000f64.ln()).abs() < 1e-4, "{h}");
+    let mut peaked = vec![f32::NEG_INFINITY; 13];
+    peaked[3] = 1.0;
+    assert!(super::entropy(&peaked, &mut scratch).abs() < 1e-6);
+    // Two equal tokens among negligible ones: ln 2.
+    let mut two = vec![-100.0f32; 50];
+    two[0] = 5.0;
+    two[1] = 5.0;
+    let h = super::entropy(&two, &mut scratch);
+    assert!((h - 2f64.ln()).abs() < 1e-3, "{h}");
+}
+
+#[test]
+fn the_entropy_gate_skips_only_low_entropy_steps() {
+    let params = WatermarkParams::default().with_min_entropy(2.0).unwrap();
+    let w = Watermark::new(key(4), params);
+    let ctx = ProcessContext {
+        tokens: &[9],
+        prompt_len: 1,
+    };
+    // One dominant token: entropy near 0, left alone.
+    let mut peaked = vec![0.0f32; 5000];
+    peaked[17] = 30.0;
+    let before = peaked.clone();
+    w.processor().process(&ctx, &mut peaked);
+    assert_eq!(peaked, before);
+    // Flat: ln 5000 = 8.5 nats, biased as usual.
+    let mut flat = vec![0.0f32; 5000];
+    w.processor().process(&ctx, &mut flat);
+    for (t, &l) in flat.iter().enumerate() {
+        let green = w.is_green(&[9], t as u32).unwrap();
+        assert_eq!(l, if green { DEFAULT_DELTA } else { 0.0 });
+    }
+    assert_eq!(w.public_params().min_entropy, 2.0);
 }

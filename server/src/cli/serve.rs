@@ -93,8 +93,13 @@ impl ServeArgs {
         }
         w.enforced |= self.watermark_enforced;
         let p = self.watermark.apply(w.params()?)?;
-        (w.gamma, w.delta, w.context_width, w.scheme) =
-            (p.gamma(), p.delta(), p.context_width(), p.scheme());
+        (w.gamma, w.delta, w.context_width, w.scheme, w.min_entropy) = (
+            p.gamma(),
+            p.delta(),
+            p.context_width(),
+            p.scheme(),
+            p.min_entropy(),
+        );
         Ok(c)
     }
 }

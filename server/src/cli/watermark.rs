@@ -69,6 +69,12 @@ pub struct ParamArgs {
     /// Seeding scheme: hmac-sha256-lefthash or hmac-sha256-minhash.
     #[arg(long = "watermark-scheme", env = "CONFIDANT_WATERMARK_SCHEME")]
     pub scheme: Option<SeedingScheme>,
+    /// No bias at steps whose next-token entropy is below this many nats (0: none).
+    #[arg(
+        long = "watermark-min-entropy",
+        env = "CONFIDANT_WATERMARK_MIN_ENTROPY"
+    )]
+    pub min_entropy: Option<f32>,
 }
 
 impl ParamArgs {
@@ -79,7 +85,8 @@ impl ParamArgs {
             self.delta.unwrap_or(base.delta()),
             self.context_width.unwrap_or(base.context_width()),
             self.scheme.unwrap_or(base.scheme()),
-        )?)
+        )?
+        .with_min_entropy(self.min_entropy.unwrap_or(base.min_entropy()))?)
     }
 }
 
