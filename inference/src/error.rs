@@ -49,6 +49,10 @@ pub enum Error {
     /// A forward pass failed; the sequences in it were ended.
     #[error("forward pass failed: {0}")]
     Forward(String),
+    /// Watermark parameters out of range, or a key that cannot be read or
+    /// written. Never carries key material.
+    #[error("watermark: {0}")]
+    Watermark(String),
     /// An error inside candle (reference backend).
     #[error("candle: {0}")]
     Candle(String),

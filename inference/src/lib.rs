@@ -14,6 +14,7 @@ pub mod quant;
 pub mod sampling;
 pub mod template;
 pub mod tokenizer;
+pub mod watermark;
 
 pub use error::{Error, Result};
 pub use gguf::Gguf;

@@ -37,6 +37,11 @@ pub struct ServeConfig {
     pub request_timeout_secs: u64,
     /// Scheduler limits.
     pub engine: EngineConfig,
+    /// Where the server keeps what it generates for itself (the enforced
+    /// watermark's key).
+    pub state_dir: PathBuf,
+    /// Output watermark.
+    pub watermark: crate::watermark::WatermarkConfig,
 }
 
 impl Default for ServeConfig {
@@ -52,6 +57,8 @@ impl Default for ServeConfig {
             max_tokens_cap: 4096,
             request_timeout_secs: 600,
             engine: EngineConfig::default(),
+            state_dir: PathBuf::from("/var/lib/confidant"),
+            watermark: Default::default(),
         }
     }
 }

@@ -11,3 +11,4 @@ pub mod locked;
 pub mod metrics;
 pub mod state;
 pub mod tls;
+pub mod watermark;

@@ -48,6 +48,11 @@ enum Command {
         #[command(subcommand)]
         cmd: cli::kbs::KbsCmd,
     },
+    /// Generate watermark keys and detect watermarked text
+    Watermark {
+        #[command(subcommand)]
+        cmd: cli::watermark::WatermarkCmd,
+    },
 }
 
 fn main() -> ExitCode {
@@ -61,6 +66,7 @@ fn main() -> ExitCode {
         Command::Attest { cmd } => cli::attest::run(cmd),
         Command::Update { cmd } => cli::update::run(cmd),
         Command::Kbs { cmd } => cli::kbs::run(cmd),
+        Command::Watermark { cmd } => cli::watermark::run(cmd),
     };
     match result {
         Ok(code) => code,

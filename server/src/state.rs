@@ -3,6 +3,7 @@
 use std::sync::{Mutex, OnceLock};
 
 use confidant_inference::engine::Engine;
+use confidant_inference::watermark::Watermark;
 
 use crate::config::ServeConfig;
 use crate::metrics::Metrics;
@@ -21,6 +22,8 @@ pub struct AppState {
     pub metrics: Metrics,
     /// Unix time of start (OpenAI `created` of the model).
     pub started_unix: u64,
+    /// The deployment's watermark, set before the engine starts.
+    watermark: OnceLock<Watermark>,
 }
 
 impl AppState {
@@ -33,6 +36,7 @@ impl AppState {
             not_ready: Mutex::new("loading the model".into()),
             metrics: Metrics::default(),
             started_unix: unix_now(),
+            watermark: OnceLock::new(),
         }
     }
 
@@ -55,6 +59,17 @@ impl AppState {
     /// The served model id, if ready.
     pub fn model_id(&self) -> Option<&str> {
         self.model_id.get().map(String::as_str)
+    }
+
+    /// Records the watermark every output carries (its public parameters
+    /// go into the attestation document; detection uses it).
+    pub fn set_watermark(&self, wm: Watermark) {
+        let _ = self.watermark.set(wm);
+    }
+
+    /// The deployment's watermark, if it has one.
+    pub fn watermark(&self) -> Option<&Watermark> {
+        self.watermark.get()
     }
 
     /// Why the server is not ready.

@@ -56,6 +56,19 @@ fn detect() -> Isa {
     Isa::Scalar
 }
 
+/// Runs `f` with the instruction set of [`isa`] enabled, so that the plain
+/// loops it inlines are vectorised for that set (AVX2 on x86-64) instead of
+/// the SSE2 baseline. For hot loops without intrinsics, such as the
+/// watermark's green-list pass; the result does not depend on the set.
+#[inline]
+pub(crate) fn vectorised<R>(f: impl FnOnce() -> R) -> R {
+    #[cfg(target_arch = "x86_64")]
+    if isa() != Isa::Scalar {
+        return x86::vectorised(f);
+    }
+    f()
+}
+
 /// Quantizes activations (see [`QuantActs`]).
 pub(crate) fn quantize_acts(x: &[f32], qs: &mut [i8], d: &mut [f32], s: &mut [f32]) {
     assert!(x.len() == qs.len() && d.len() * QK == x.len() && s.len() == d.len());

@@ -30,6 +30,17 @@ fn hsum_epi32(v: __m256i) -> i32 {
     _mm_cvtsi128_si32(s)
 }
 
+pub(super) fn vectorised<R>(f: impl FnOnce() -> R) -> R {
+    // SAFETY: AVX2/FMA/F16C presence was checked by `isa()`; `f` is safe code.
+    unsafe { run_avx2(f) }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn run_avx2<R>(f: impl FnOnce() -> R) -> R {
+    f()
+}
+
 pub(super) fn quantize_acts(x: &[f32], qs: &mut [i8], d: &mut [f32], s: &mut [f32]) {
     // SAFETY: AVX2/FMA/F16C presence was checked by `isa()`; `super` asserted
     // x.len() == qs.len() == 32 * d.len() == 32 * s.len().

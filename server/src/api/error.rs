@@ -95,6 +95,23 @@ impl ApiError {
         }
     }
 
+    /// 404 for watermark detection on a server that does not watermark.
+    pub fn watermark_not_configured() -> Self {
+        Self {
+            code: Some("watermark_not_configured"),
+            ..Self::new(
+                StatusCode::NOT_FOUND,
+                "invalid_request_error",
+                "This server does not watermark its outputs.",
+            )
+        }
+    }
+
+    /// 500 for a failure on our side.
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "server_error", message)
+    }
+
     /// 404 for an unknown route.
     pub fn no_route(path: &str) -> Self {
         Self::new(

@@ -4,6 +4,7 @@ pub mod error;
 pub mod openai;
 pub mod prompt;
 pub mod types;
+pub mod watermark;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -26,6 +27,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/completions", post(openai::completions))
         .route("/v1/models", get(openai::list_models))
         .route("/v1/models/{id}", get(openai::get_model))
+        // AUTH: needs an API key with the `detect` permission once API keys exist.
+        .route("/v1/watermark/detect", post(watermark::detect))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use confidant_inference::engine::{EngineConfig, Event, GenerationRequest};
+use confidant_inference::engine::{EngineConfig, Event, GenerationRequest, ProcessorFactory};
 use confidant_inference::model::{BackendKind, LoadOptions};
 use confidant_inference::sampling::SamplingParams;
 use confidant_inference::template::ChatMessage;
@@ -50,6 +50,11 @@ pub struct GenerateArgs {
     /// Backend: auto, native or candle.
     #[arg(long, default_value = "auto")]
     backend: BackendKind,
+    /// Watermark the output with this key (`confidant watermark keygen`).
+    #[arg(long)]
+    watermark_key: Option<PathBuf>,
+    #[command(flatten)]
+    watermark: super::watermark::ParamArgs,
 }
 
 /// Runs one generation.
@@ -61,12 +66,19 @@ pub fn run(a: GenerateArgs) -> anyhow::Result<ExitCode> {
         threads: a.threads,
         max_context: None,
     };
+    let watermark = match &a.watermark_key {
+        Some(k) => Some(super::watermark::load(k, &a.watermark)?),
+        None => None,
+    };
+    let factory = watermark
+        .clone()
+        .map(|w| std::sync::Arc::new(w) as std::sync::Arc<dyn ProcessorFactory>);
     let loaded = confidant_server::loader::load_engine(
         bytes.into(),
         &opts,
         EngineConfig::default(),
         None,
-        None,
+        factory,
     )?;
     let engine = loaded.engine;
     let tokens = if a.chat {
@@ -123,6 +135,7 @@ pub fn run(a: GenerateArgs) -> anyhow::Result<ExitCode> {
                         "finish_reason": f.reason,
                         "backend": engine.backend(),
                         "threads": engine.threads(),
+                        "watermark": watermark.as_ref().map(|w| w.public_params()),
                     });
                     writeln!(out, "{v}")?;
                 } else {

@@ -7,3 +7,4 @@ pub mod kek;
 pub mod model;
 pub mod serve;
 pub mod update;
+pub mod watermark;

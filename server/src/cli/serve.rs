@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context;
+use confidant_inference::engine::ProcessorFactory;
 use confidant_inference::model::{BackendKind, LoadOptions};
 use confidant_server::config::ServeConfig;
 use confidant_server::state::AppState;
@@ -40,6 +41,17 @@ pub struct ServeArgs {
     /// Requests allowed to wait; more get 503.
     #[arg(long, env = "CONFIDANT_MAX_QUEUE")]
     max_queue: Option<usize>,
+    /// Directory for what the server generates itself (the enforced watermark key).
+    #[arg(long, env = "CONFIDANT_STATE_DIR")]
+    state_dir: Option<PathBuf>,
+    /// Watermark every output with this key (`confidant watermark keygen`).
+    #[arg(long, env = "CONFIDANT_WATERMARK_KEY")]
+    watermark_key: Option<PathBuf>,
+    /// Refuse to serve without a watermark (generates a key in the state directory if none is given).
+    #[arg(long, env = "CONFIDANT_WATERMARK_ENFORCED")]
+    watermark_enforced: bool,
+    #[command(flatten)]
+    watermark: super::watermark::ParamArgs,
 }
 
 impl ServeArgs {
@@ -72,6 +84,22 @@ impl ServeArgs {
         if let Some(v) = self.max_queue {
             c.engine.max_queue = v;
         }
+        if let Some(v) = &self.state_dir {
+            c.state_dir = v.clone();
+        }
+        let w = &mut c.watermark;
+        if let Some(v) = &self.watermark_key {
+            w.key_file = Some(v.clone());
+        }
+        w.enforced |= self.watermark_enforced;
+        let p = self.watermark.apply(w.params()?)?;
+        (w.gamma, w.delta, w.context_width, w.scheme, w.min_entropy) = (
+            p.gamma(),
+            p.delta(),
+            p.context_width(),
+            p.scheme(),
+            p.min_entropy(),
+        );
         Ok(c)
     }
 }
@@ -94,6 +122,18 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             .filter(|n| !n.is_empty())
             .map(str::to_owned)
     });
+    let watermark = config.watermark.open(&config.state_dir)?;
+    match &watermark {
+        Some(w) => tracing::info!(
+            key_id = %w.key_id(),
+            params = ?w.params(),
+            enforced = config.watermark.enforced,
+            "every output is watermarked"
+        ),
+        None => {
+            tracing::warn!("outputs are NOT watermarked (no [watermark] key_file, not enforced)")
+        }
+    }
     tracing::warn!(
         "running WITHOUT attestation: the model is read from a plaintext file and no key broker is involved"
     );
@@ -103,6 +143,10 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         .build()?;
     rt.block_on(async move {
         let state = Arc::new(AppState::new(config.clone()));
+        if let Some(w) = &watermark {
+            state.set_watermark(w.clone());
+        }
+        let factory = watermark.map(|w| Arc::new(w) as Arc<dyn ProcessorFactory>);
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("cannot listen on {}", config.listen))?;
@@ -124,7 +168,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
                         &opts,
                         config.engine.clone(),
                         model_id,
-                        None,
+                        factory,
                     )
                 });
             match loaded {
