@@ -9,7 +9,9 @@ use std::sync::{Arc, Mutex};
 
 use confidant_attest::attester::{Attester, BoundData};
 use confidant_attest::{Binding, MAX_NONCE_LEN};
-use confidant_client::{AttestationDocument, DOCUMENT_VERSION, ModelInfo, ServedConfig};
+use confidant_client::{
+    AttestationDocument, DOCUMENT_VERSION, ModelInfo, Receipt, ReceiptBody, ServedConfig,
+};
 use confidant_keys::HpkeKeyPair;
 
 use crate::tls::TlsIdentity;
@@ -21,7 +23,7 @@ pub const MIN_NONCE_LEN: usize = 16;
 pub struct AttestationService {
     tls: Arc<TlsIdentity>,
     hpke: Arc<HpkeKeyPair>,
-    attester: Mutex<Box<dyn Attester>>,
+    attester: Mutex<Option<Box<dyn Attester>>>,
     attester_name: String,
     model: Mutex<Option<ModelInfo>>,
     config: ServedConfig,
@@ -47,11 +49,13 @@ impl AttestationService {
     pub fn new(
         tls: Arc<TlsIdentity>,
         hpke: Arc<HpkeKeyPair>,
-        attester: Box<dyn Attester>,
+        attester: Option<Box<dyn Attester>>,
         config: ServedConfig,
         watermark: Option<serde_json::Value>,
     ) -> Self {
-        let attester_name = attester.name();
+        let attester_name = attester
+            .as_ref()
+            .map_or_else(|| "none".to_owned(), |a| a.name());
         Self {
             tls,
             hpke,
@@ -78,6 +82,27 @@ impl AttestationService {
         &self.tls
     }
 
+    /// Runs `f` with the attester (start-up: the key broker's challenge).
+    /// `None` when the server has no attester.
+    pub fn with_attester<R>(&self, f: impl FnOnce(&mut dyn Attester) -> R) -> Option<R> {
+        let mut a = self.attester.lock().unwrap_or_else(|p| p.into_inner());
+        a.as_mut().map(|a| f(a.as_mut()))
+    }
+
+    /// The loaded model, once loaded.
+    pub fn model(&self) -> Option<ModelInfo> {
+        self.model.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Signs a receipt with the attested TLS key.
+    pub fn sign_receipt(&self, body: ReceiptBody) -> anyhow::Result<Receipt> {
+        let sig = self.tls.sign(&body.signed_message())?;
+        Ok(Receipt {
+            body,
+            signature: hex::encode(sig),
+        })
+    }
+
     /// Records the loaded model (documents are refused before).
     pub fn set_model(&self, m: ModelInfo) {
         *self.model.lock().unwrap_or_else(|p| p.into_inner()) = Some(m);
@@ -94,8 +119,8 @@ impl AttestationService {
             tls_spki_der: self.tls.spki_der(),
             hpke_public_key: &hpke_pk,
         };
-        let mut a = self.attester.lock().unwrap_or_else(|p| p.into_inner());
-        a.evidence(&BoundData::from_binding(&binding))
+        self.with_attester(|a| a.evidence(&BoundData::from_binding(&binding)))
+            .ok_or_else(|| DocumentError::Attester("this server has no attester".into()))?
             .map_err(|e| DocumentError::Attester(e.to_string()))
     }
 

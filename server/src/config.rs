@@ -19,7 +19,8 @@ const MAX_CONFIG_BYTES: u64 = 1 << 20;
 pub struct ServeConfig {
     /// Address to listen on.
     pub listen: SocketAddr,
-    /// GGUF model file (plaintext; loaded into memory, never mapped).
+    /// Model: an encrypted container (`.cmdl`, key from the key broker), or
+    /// with `insecure_plaintext_model` a GGUF file. Read into locked memory.
     pub model: Option<PathBuf>,
     /// Model id clients use (`model` field); defaults to the GGUF's `general.name`.
     pub model_id: Option<String>,
@@ -42,6 +43,68 @@ pub struct ServeConfig {
     pub state_dir: PathBuf,
     /// Output watermark.
     pub watermark: crate::watermark::WatermarkConfig,
+    /// INSECURE, development only: `model` may be a plaintext GGUF file
+    /// (no key broker, no decryption). Logged as a warning at every start
+    /// and reported in the attestation document.
+    pub insecure_plaintext_model: bool,
+    /// INSECURE, development only: plain HTTP instead of TLS. Clients
+    /// cannot verify such a server (attestation binds the TLS key).
+    pub insecure_plain_http: bool,
+    /// Expected SHA-256 (hex) of the plaintext model; checked after
+    /// decryption (the container's own digest is always checked).
+    pub model_sha256: Option<String>,
+    /// Local attester: `auto` (configfs-tsm, else TPM), `tpm`, `configfs`,
+    /// or `insecure-dev` (proves nothing; development only).
+    pub attester: AttesterKind,
+    /// TPM TCTI for the `tpm` attester (default: `TPM2TOOLS_TCTI`, `TCTI`,
+    /// `TEST_TCTI`, else `device:/dev/tpmrm0`).
+    pub tpm_tcti: Option<String>,
+    /// TPM: the enrolled AK's key blobs (`confidant attest enrol` writes
+    /// `ak.keys`); without it a fresh AK is created, which no verifier has
+    /// enrolled.
+    pub tpm_ak_keys: Option<PathBuf>,
+    /// The model owner's key broker.
+    pub kbs: KbsConfig,
+}
+
+/// Which attester produces the server's evidence.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum AttesterKind {
+    /// configfs-tsm if present, else a TPM; never the insecure one.
+    #[default]
+    Auto,
+    /// TPM 2.0.
+    Tpm,
+    /// Linux configfs-tsm (SEV-SNP, TDX).
+    Configfs,
+    /// Insecure development attester: proves nothing.
+    InsecureDev,
+}
+
+/// Where the model key comes from.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct KbsConfig {
+    /// Key broker URL (`https://…`, or `http://` on loopback).
+    pub url: Option<String>,
+    /// PEM CA certificate(s) to trust for the broker's TLS certificate.
+    pub ca_cert: Option<PathBuf>,
+    /// Seconds allowed for each broker request.
+    pub timeout_secs: u64,
+    /// Longest wait between retries (the wait doubles from 1 s up to this).
+    pub retry_max_secs: u64,
+}
+
+impl Default for KbsConfig {
+    fn default() -> Self {
+        Self {
+            url: None,
+            ca_cert: None,
+            timeout_secs: 30,
+            retry_max_secs: 60,
+        }
+    }
 }
 
 impl Default for ServeConfig {
@@ -59,6 +122,13 @@ impl Default for ServeConfig {
             engine: EngineConfig::default(),
             state_dir: PathBuf::from("/var/lib/confidant"),
             watermark: Default::default(),
+            insecure_plaintext_model: false,
+            insecure_plain_http: false,
+            model_sha256: None,
+            attester: AttesterKind::Auto,
+            tpm_tcti: None,
+            tpm_ak_keys: None,
+            kbs: KbsConfig::default(),
         }
     }
 }

@@ -43,6 +43,16 @@ enum Command {
         #[command(subcommand)]
         cmd: cli::update::UpdateCmd,
     },
+    /// Verify an attested server against a client policy and print the report.
+    Verify(cli::verify::VerifyArgs),
+    /// Local plain-HTTP endpoint that forwards to an attested server only
+    /// over verified connections (for unmodified OpenAI SDKs).
+    Proxy(cli::proxy::ProxyArgs),
+    /// Check completion receipts.
+    Receipt {
+        #[command(subcommand)]
+        cmd: cli::receipt::ReceiptCmd,
+    },
     /// Run the key broker and manage its registry
     Kbs {
         #[command(subcommand)]
@@ -66,6 +76,9 @@ fn main() -> ExitCode {
         Command::Attest { cmd } => cli::attest::run(cmd),
         Command::Update { cmd } => cli::update::run(cmd),
         Command::Kbs { cmd } => cli::kbs::run(cmd),
+        Command::Verify(a) => cli::verify::run(a),
+        Command::Proxy(a) => cli::proxy::run(a),
+        Command::Receipt { cmd } => cli::receipt::run(cmd),
         Command::Watermark { cmd } => cli::watermark::run(cmd),
     };
     match result {

@@ -75,6 +75,8 @@ pub struct Metrics {
     pub time_per_output_token: Histogram,
     /// Whole request duration.
     pub request_duration: Histogram,
+    /// Start-up failures by stage (`key_broker`, `decrypt`, `load`, ...).
+    startup_failures: Mutex<BTreeMap<&'static str, u64>>,
 }
 
 impl Default for Metrics {
@@ -87,11 +89,21 @@ impl Default for Metrics {
             time_to_first_token: Histogram::new(LATENCY_BUCKETS),
             time_per_output_token: Histogram::new(TOKEN_BUCKETS),
             request_duration: Histogram::new(LATENCY_BUCKETS),
+            startup_failures: Mutex::new(BTreeMap::new()),
         }
     }
 }
 
 impl Metrics {
+    /// Counts one failed start-up attempt at `stage`.
+    pub fn startup_failure(&self, stage: &'static str) {
+        let mut m = self
+            .startup_failures
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        *m.entry(stage).or_default() += 1;
+    }
+
     /// Counts one answered request.
     pub fn request(&self, route: &str, status: u16) {
         let mut m = self.requests.lock().unwrap_or_else(|p| p.into_inner());
@@ -206,6 +218,21 @@ impl Metrics {
             "confidant_request_duration_seconds",
             "Completion request duration.",
         );
+        let _ = writeln!(
+            out,
+            "# HELP confidant_startup_failures_total Failed start-up attempts by stage (the reason is in the log and /readyz).\n# TYPE confidant_startup_failures_total counter"
+        );
+        for (stage, n) in self
+            .startup_failures
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+        {
+            let _ = writeln!(
+                out,
+                "confidant_startup_failures_total{{stage=\"{stage}\"}} {n}"
+            );
+        }
         out
     }
 }

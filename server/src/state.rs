@@ -1,10 +1,11 @@
 //! Shared server state: the engine once loaded, readiness and metrics.
 
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use confidant_inference::engine::Engine;
 use confidant_inference::watermark::Watermark;
 
+use crate::attestation::AttestationService;
 use crate::config::ServeConfig;
 use crate::metrics::Metrics;
 
@@ -24,6 +25,8 @@ pub struct AppState {
     pub started_unix: u64,
     /// The deployment's watermark, set before the engine starts.
     watermark: OnceLock<Watermark>,
+    /// Evidence, keys and receipts (absent without an attester).
+    attestation: OnceLock<Arc<AttestationService>>,
 }
 
 impl AppState {
@@ -37,6 +40,7 @@ impl AppState {
             metrics: Metrics::default(),
             started_unix: unix_now(),
             watermark: OnceLock::new(),
+            attestation: OnceLock::new(),
         }
     }
 
@@ -70,6 +74,16 @@ impl AppState {
     /// The deployment's watermark, if it has one.
     pub fn watermark(&self) -> Option<&Watermark> {
         self.watermark.get()
+    }
+
+    /// Sets the attestation service (documents, receipts).
+    pub fn set_attestation(&self, a: Arc<AttestationService>) {
+        let _ = self.attestation.set(a);
+    }
+
+    /// The attestation service, if the server has an attester.
+    pub fn attestation(&self) -> Option<&Arc<AttestationService>> {
+        self.attestation.get()
     }
 
     /// Why the server is not ready.

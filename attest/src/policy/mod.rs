@@ -310,6 +310,12 @@ impl Policy {
         Self::parse(&text, Some(path.parent().unwrap_or(Path::new("."))))
     }
 
+    /// Parse policy text whose `ek_ca_files` are relative to `dir` (a
+    /// policy embedded in a larger file, such as a client policy).
+    pub fn from_toml_in(text: &str, dir: &Path) -> Result<Self> {
+        Self::parse(text, Some(dir))
+    }
+
     fn parse(text: &str, dir: Option<&Path>) -> Result<Self> {
         if text.len() > MAX_POLICY_LEN {
             return Err(Error::TooLarge {

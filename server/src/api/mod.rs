@@ -1,5 +1,6 @@
 //! HTTP routes: the OpenAI-compatible API, health, readiness and metrics.
 
+pub mod attestation;
 pub mod error;
 pub mod openai;
 pub mod prompt;
@@ -29,6 +30,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/models/{id}", get(openai::get_model))
         // AUTH: needs an API key with the `detect` permission once API keys exist.
         .route("/v1/watermark/detect", post(watermark::detect))
+        .route("/v1/attestation", get(attestation::attestation))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))

@@ -11,6 +11,9 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
+use confidant_client::receipt::{
+    RECEIPT_HEADER, RECEIPT_VERSION, Receipt, ReceiptBody, sha256_hex,
+};
 use confidant_inference::engine::{Event, FinishReason, GenerationRequest};
 use futures_util::stream::{self, Stream};
 use serde::de::DeserializeOwned;
@@ -74,6 +77,73 @@ struct Prepared {
     stream: bool,
     rx: UnboundedReceiver<Event>,
     arrived: Instant,
+    /// SHA-256 of the request body, hex (receipts).
+    request_sha256: String,
+    /// Sampling parameters as applied (receipts).
+    sampling: Value,
+}
+
+/// Request fields that shape sampling, as sent, plus the effective
+/// `max_tokens`: what a receipt commits to.
+const SAMPLING_FIELDS: &[&str] = &[
+    "temperature",
+    "top_p",
+    "top_k",
+    "seed",
+    "stop",
+    "presence_penalty",
+    "frequency_penalty",
+    "repetition_penalty",
+    "logit_bias",
+    "ignore_eos",
+    "n",
+];
+
+fn sampling_json(body: &[u8], max_tokens: usize) -> Value {
+    let req: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+    let mut m = serde_json::Map::new();
+    for k in SAMPLING_FIELDS {
+        if let Some(v) = req.get(*k).filter(|v| !v.is_null()) {
+            m.insert((*k).to_owned(), v.clone());
+        }
+    }
+    m.insert("max_tokens".to_owned(), json!(max_tokens));
+    Value::Object(m)
+}
+
+/// A receipt over this request and response, signed by the attested key;
+/// `None` when the server has no attestation (development).
+fn receipt(
+    st: &AppState,
+    p: &Prepared,
+    text: &str,
+    finish: FinishReason,
+    usage: &UsageOut,
+) -> Option<Receipt> {
+    let svc = st.attestation()?;
+    let model = svc.model()?;
+    let body = ReceiptBody {
+        version: RECEIPT_VERSION.to_owned(),
+        id: p.id.clone(),
+        created: p.created,
+        model: p.model.clone(),
+        model_sha256: model.sha256,
+        request_sha256: p.request_sha256.clone(),
+        response_sha256: sha256_hex(text.as_bytes()),
+        sampling: p.sampling.clone(),
+        finish_reason: finish_str(finish).to_owned(),
+        prompt_tokens: usage.prompt_tokens as u64,
+        completion_tokens: usage.completion_tokens as u64,
+        watermark_key_id: st.watermark().map(|w| w.key_id().to_string()),
+        tls_spki_sha256: hex::encode(svc.tls().spki_sha256()),
+    };
+    match svc.sign_receipt(body) {
+        Ok(r) => Some(r),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot sign a receipt");
+            None
+        }
+    }
 }
 
 fn prepare(
@@ -82,6 +152,7 @@ fn prepare(
     common: &Common,
     tokens: Vec<u32>,
     arrived: Instant,
+    body: &[u8],
 ) -> Result<Prepared, ApiError> {
     let engine = st
         .engine()
@@ -130,6 +201,8 @@ fn prepare(
         stream: common.streaming(),
         rx,
         arrived,
+        request_sha256: sha256_hex(body),
+        sampling: sampling_json(body, max_tokens),
     })
 }
 
@@ -158,7 +231,7 @@ pub async fn chat_completions(
         .ok_or_else(|| ApiError::not_ready(&st.not_ready_reason()))?;
     let msgs = prompt::messages(&req.messages)?;
     let (_, tokens) = prompt::chat_tokens(engine, &msgs)?;
-    let p = prepare(&st, Kind::Chat, &common, tokens, arrived)?;
+    let p = prepare(&st, Kind::Chat, &common, tokens, arrived, &body)?;
     Ok(respond(st, p).await)
 }
 
@@ -186,7 +259,7 @@ pub async fn completions(
         }
         Prompt::Tokens(t) => t.clone(),
     };
-    let p = prepare(&st, Kind::Completion, &common, tokens, arrived)?;
+    let p = prepare(&st, Kind::Completion, &common, tokens, arrived, &body)?;
     Ok(respond(st, p).await)
 }
 
@@ -275,7 +348,8 @@ async fn collect(st: Arc<AppState>, mut p: Prepared) -> Response {
                         "finish_reason": finish_str(f.reason),
                     }),
                 };
-                return axum::Json(json!({
+                let receipt = receipt(&st, &p, &text, f.reason, &usage);
+                let mut out = json!({
                     "id": p.id,
                     "object": if p.kind == Kind::Chat { "chat.completion" } else { "text_completion" },
                     "created": p.created,
@@ -283,8 +357,20 @@ async fn collect(st: Arc<AppState>, mut p: Prepared) -> Response {
                     "choices": [choice],
                     "usage": usage,
                     "system_fingerprint": null,
-                }))
-                .into_response();
+                });
+                let mut resp = match &receipt {
+                    Some(r) => {
+                        out["receipt"] = serde_json::to_value(r).unwrap_or(Value::Null);
+                        axum::Json(out).into_response()
+                    }
+                    None => axum::Json(out).into_response(),
+                };
+                if let Some(v) = receipt
+                    .and_then(|r| axum::http::HeaderValue::from_str(&r.to_header_value()).ok())
+                {
+                    resp.headers_mut().insert(RECEIPT_HEADER, v);
+                }
+                return resp;
             }
             Event::Error(e) => return ApiError::from(e).into_response(),
         }
@@ -306,6 +392,8 @@ struct StreamState {
     phase: Phase,
     timing: Timing,
     deadline: tokio::time::Instant,
+    /// Everything sent so far (the receipt covers it).
+    text: String,
 }
 
 impl Drop for StreamState {
@@ -323,6 +411,15 @@ impl Drop for StreamState {
 
 impl StreamState {
     fn chunk(&self, delta_or_text: Value, finish: Option<FinishReason>) -> SseEvent {
+        self.chunk_with(delta_or_text, finish, None)
+    }
+
+    fn chunk_with(
+        &self,
+        delta_or_text: Value,
+        finish: Option<FinishReason>,
+        receipt: Option<&Receipt>,
+    ) -> SseEvent {
         let finish = finish.map(finish_str);
         let choice = match self.p.kind {
             Kind::Chat => {
@@ -342,6 +439,9 @@ impl StreamState {
         });
         if self.p.include_usage {
             v["usage"] = Value::Null;
+        }
+        if let Some(r) = receipt {
+            v["receipt"] = serde_json::to_value(r).unwrap_or(Value::Null);
         }
         SseEvent::default().data(v.to_string())
     }
@@ -386,6 +486,7 @@ fn stream_response(
         p,
         phase,
         deadline: tokio::time::Instant::now() + timeout,
+        text: String::new(),
     };
     let s = stream::unfold(state, |mut s| async move {
         if matches!(s.phase, Phase::End) {
@@ -396,6 +497,7 @@ fn stream_response(
             Phase::Running => match tokio::time::timeout_at(s.deadline, s.p.rx.recv()).await {
                 Ok(Some(Event::Delta { text, tokens })) => {
                     s.timing.delta(&s.st, tokens);
+                    s.text.push_str(&text);
                     s.chunk(s.text_value(text), None)
                 }
                 Ok(Some(Event::Done(f))) => {
@@ -410,7 +512,12 @@ fn stream_response(
                         Kind::Chat => json!({}),
                         Kind::Completion => json!(""),
                     };
-                    s.chunk(empty, Some(f.reason))
+                    // The finish chunk carries the receipt (an extra field
+                    // OpenAI SDKs keep and ignore).
+                    match receipt(&s.st, &s.p, &s.text, f.reason, &usage) {
+                        Some(r) => s.chunk_with(empty, Some(f.reason), Some(&r)),
+                        None => s.chunk(empty, Some(f.reason)),
+                    }
                 }
                 Ok(Some(Event::Error(e))) => {
                     s.phase = Phase::DoneMarker;

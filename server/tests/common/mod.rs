@@ -56,6 +56,9 @@ impl Server {
             .arg(model_path())
             .arg("--listen")
             .arg(addr.to_string())
+            // The OpenAI API tests use the plaintext model over plain HTTP;
+            // the attested flow has its own tests (attested.rs).
+            .args(["--insecure-plaintext-model", "--insecure-plain-http"])
             .args(extra)
             .stdout(Stdio::null())
             .stderr(logf)
