@@ -17,7 +17,7 @@ use tss_esapi::structures::{
     SignatureScheme, SymmetricDefinition,
 };
 use tss_esapi::tcti_ldr::TctiNameConf;
-use tss_esapi::traits::Marshall;
+use tss_esapi::traits::{Marshall, UnMarshall};
 
 use crate::claims::Hex;
 use crate::tpm::{CredentialChallenge, TpmQuote};
@@ -42,7 +42,110 @@ impl TpmKeys {
     pub fn public_bytes(&self) -> Result<Vec<u8>> {
         self.public.marshall().map_err(err)
     }
+
+    /// Encode for storage, so a serving process can quote with the AK
+    /// enrolled earlier:
+    /// ```text
+    /// magic   "CFAK"              4 bytes
+    /// version 1                   1 byte
+    /// u16 BE  length, TPMT_PUBLIC (marshalled)
+    /// u16 BE  length, TPM2B_PRIVATE contents
+    /// ```
+    /// The private part is wrapped by the TPM under the EK (it loads only in
+    /// the TPM that made it), so the encoding is not secret; still store it
+    /// readable by its owner only.
+    pub fn to_bytes(&self) -> Result<Vec<u8>> {
+        let public = self.public_bytes()?;
+        let private = self.private.value();
+        let mut out = Vec::with_capacity(KEYS_MAGIC.len() + 5 + public.len() + private.len());
+        out.extend_from_slice(KEYS_MAGIC);
+        out.push(KEYS_VERSION);
+        for (what, part, max) in [
+            ("AK public area", public.as_slice(), MAX_KEYS_PUBLIC),
+            ("AK private blob", private, MAX_KEYS_PRIVATE),
+        ] {
+            if part.is_empty() || part.len() > max {
+                return Err(Error::malformed(
+                    "TPM AK keys",
+                    format!("{what} of {} bytes (1..={max} expected)", part.len()),
+                ));
+            }
+            // Bounded by `max` (< 65536) just above.
+            out.extend_from_slice(&(part.len() as u16).to_be_bytes());
+            out.extend_from_slice(part);
+        }
+        Ok(out)
+    }
+
+    /// Decode what [`TpmKeys::to_bytes`] wrote. Checks the magic, version
+    /// and bounds, that nothing trails, and that the public area is a
+    /// well-formed TPMT_PUBLIC in its one canonical encoding. Whether the
+    /// private blob belongs to this TPM shows when it is loaded.
+    pub fn from_bytes(b: &[u8]) -> Result<TpmKeys> {
+        let bad = |d: String| Error::malformed("TPM AK keys", d);
+        if b.len() > MAX_KEYS_LEN {
+            return Err(Error::TooLarge {
+                what: "TPM AK keys",
+                len: b.len(),
+                max: MAX_KEYS_LEN,
+            });
+        }
+        let rest = b
+            .strip_prefix(KEYS_MAGIC.as_slice())
+            .ok_or_else(|| bad("not a Confidant AK keys file (bad magic)".into()))?;
+        let (&version, mut rest) = rest
+            .split_first()
+            .ok_or_else(|| bad("truncated before the version".into()))?;
+        if version != KEYS_VERSION {
+            return Err(bad(format!(
+                "version {version}, only {KEYS_VERSION} is understood"
+            )));
+        }
+        let mut part = |what: &str, max: usize| -> Result<&[u8]> {
+            let (len, tail) = rest
+                .split_first_chunk::<2>()
+                .ok_or_else(|| bad(format!("truncated before the {what} length")))?;
+            let len = u16::from_be_bytes(*len) as usize;
+            if len == 0 || len > max {
+                return Err(bad(format!("{what} of {len} bytes (1..={max} expected)")));
+            }
+            let (v, tail) = tail
+                .split_at_checked(len)
+                .ok_or_else(|| bad(format!("truncated {what}")))?;
+            rest = tail;
+            Ok(v)
+        };
+        let public = part("AK public area", MAX_KEYS_PUBLIC)?;
+        let private = part("AK private blob", MAX_KEYS_PRIVATE)?;
+        if !rest.is_empty() {
+            return Err(bad(format!("{} bytes after the private blob", rest.len())));
+        }
+        // The crate's own bounded parser first, then the TSS unmarshaller;
+        // marshalling back must give the same bytes (nothing ignored).
+        crate::tpm::wire::parse_public(public)?;
+        let parsed = Public::unmarshall(public).map_err(|e| bad(format!("AK public area: {e}")))?;
+        if parsed.marshall().map_err(err)? != public {
+            return Err(bad("AK public area is not canonically encoded".into()));
+        }
+        let private = Private::try_from(private.to_vec())
+            .map_err(|e| bad(format!("AK private blob: {e}")))?;
+        Ok(TpmKeys {
+            public: parsed,
+            private,
+        })
+    }
 }
+
+/// Magic of [`TpmKeys::to_bytes`].
+const KEYS_MAGIC: &[u8; 4] = b"CFAK";
+/// Version of [`TpmKeys::to_bytes`].
+const KEYS_VERSION: u8 = 1;
+/// Largest marshalled TPMT_PUBLIC stored (an RSA-4096 key needs about 600 bytes).
+const MAX_KEYS_PUBLIC: usize = 1024;
+/// Largest TPM2B_PRIVATE contents stored (sizeof(_PRIVATE) is below this).
+const MAX_KEYS_PRIVATE: usize = 2048;
+/// Largest encoding accepted.
+const MAX_KEYS_LEN: usize = KEYS_MAGIC.len() + 1 + 2 + MAX_KEYS_PUBLIC + 2 + MAX_KEYS_PRIVATE;
 
 /// TPM attester.
 pub struct TpmAttester {
@@ -260,5 +363,119 @@ impl super::Attester for TpmAttester {
             quote,
             ak_public: Hex(ak_public),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tss_esapi::attributes::ObjectAttributesBuilder;
+    use tss_esapi::interface_types::algorithm::PublicAlgorithm;
+    use tss_esapi::structures::{
+        EccParameter, EccPoint, EccScheme, HashScheme, KeyDerivationFunctionScheme, PublicBuilder,
+        PublicEccParametersBuilder,
+    };
+
+    /// An AK-shaped public area (restricted ECDSA P-256 signing key) and an
+    /// opaque private blob, as `create_ak` returns them, without a TPM.
+    fn keys() -> TpmKeys {
+        let params = PublicEccParametersBuilder::new()
+            .with_ecc_scheme(EccScheme::EcDsa(HashScheme::new(HashingAlgorithm::Sha256)))
+            .with_curve(EccCurve::NistP256)
+            .with_is_signing_key(true)
+            .with_is_decryption_key(false)
+            .with_restricted(true)
+            .with_key_derivation_function_scheme(KeyDerivationFunctionScheme::Null)
+            .build()
+            .unwrap();
+        let attrs = ObjectAttributesBuilder::new()
+            .with_fixed_tpm(true)
+            .with_fixed_parent(true)
+            .with_sensitive_data_origin(true)
+            .with_user_with_auth(true)
+            .with_sign_encrypt(true)
+            .with_restricted(true)
+            .build()
+            .unwrap();
+        let public = PublicBuilder::new()
+            .with_public_algorithm(PublicAlgorithm::Ecc)
+            .with_name_hashing_algorithm(HashingAlgorithm::Sha256)
+            .with_object_attributes(attrs)
+            .with_ecc_parameters(params)
+            .with_ecc_unique_identifier(EccPoint::new(
+                EccParameter::try_from(vec![0x11; 32]).unwrap(),
+                EccParameter::try_from(vec![0x22; 32]).unwrap(),
+            ))
+            .build()
+            .unwrap();
+        let private = Private::try_from((0..200u8).collect::<Vec<u8>>()).unwrap();
+        TpmKeys { public, private }
+    }
+
+    #[test]
+    fn keys_round_trip() {
+        let k = keys();
+        let b = k.to_bytes().unwrap();
+        assert_eq!(&b[..5], b"CFAK\x01");
+        let back = TpmKeys::from_bytes(&b).unwrap();
+        assert_eq!(back.public_bytes().unwrap(), k.public_bytes().unwrap());
+        assert_eq!(back.private.value(), k.private.value());
+        assert_eq!(back.to_bytes().unwrap(), b);
+    }
+
+    #[test]
+    fn keys_reject_truncated_extended_and_garbage_input() {
+        let b = keys().to_bytes().unwrap();
+        for n in 0..b.len() {
+            assert!(TpmKeys::from_bytes(&b[..n]).is_err(), "prefix of {n} bytes");
+        }
+        let mut longer = b.clone();
+        longer.push(0);
+        assert!(TpmKeys::from_bytes(&longer).is_err(), "trailing byte");
+
+        let public_len = u16::from_be_bytes([b[5], b[6]]) as usize;
+        let mutated = |at: usize, v: u8| {
+            let mut m = b.clone();
+            m[at] = v;
+            m
+        };
+        for (what, m) in [
+            ("magic", mutated(0, b'X')),
+            ("version", mutated(4, 2)),
+            ("public length zero", {
+                let mut m = mutated(5, 0);
+                m[6] = 0;
+                m
+            }),
+            ("public length past the end", mutated(5, 0xff)),
+            // TPMT_PUBLIC.type (first two bytes of the public area) unknown.
+            ("public area type", mutated(7, 0x7f)),
+            // nameAlg SHA-1 instead of SHA-256.
+            ("public area nameAlg", mutated(7 + 3, 0x04)),
+            ("private length past the end", mutated(7 + public_len, 0xff)),
+        ] {
+            assert!(TpmKeys::from_bytes(&m).is_err(), "accepted bad {what}");
+        }
+
+        // Deterministic garbage, with and without a valid header.
+        let mut x: u32 = 0x9e37_79b9;
+        for len in [0usize, 1, 7, 64, 300, 4000] {
+            let g: Vec<u8> = (0..len)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 17;
+                    x ^= x << 5;
+                    x as u8
+                })
+                .collect();
+            assert!(TpmKeys::from_bytes(&g).is_err());
+            let mut h = b"CFAK\x01".to_vec();
+            h.extend_from_slice(&g);
+            assert!(TpmKeys::from_bytes(&h).is_err());
+        }
+        assert!(matches!(
+            TpmKeys::from_bytes(&vec![0; MAX_KEYS_LEN + 1]),
+            Err(Error::TooLarge { .. })
+        ));
     }
 }
