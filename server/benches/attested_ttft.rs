@@ -40,12 +40,22 @@ fn model() -> PathBuf {
     let out = Command::new(root().join("scripts/fetch-model"))
         .output()
         .expect("fetch-model");
-    PathBuf::from(String::from_utf8_lossy(&out.stdout).lines().last().expect("path").trim())
+    PathBuf::from(
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .last()
+            .expect("path")
+            .trim(),
+    )
 }
 
 fn confidant(args: &[&str]) {
     let out = Command::new(BIN).args(args).output().expect("confidant");
-    assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 fn first_line(child: &mut Child, prefix: &str) -> String {
@@ -67,14 +77,25 @@ fn stats(v: &mut [f64]) -> (f64, f64, f64) {
 }
 
 fn main() {
-    let runs: usize = std::env::var("TTFT_RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(20);
+    let runs: usize = std::env::var("TTFT_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20);
     let dir = tempfile::tempdir().expect("tempdir");
     let d = |f: &str| dir.path().join(f).to_str().expect("utf-8").to_owned();
     let model = model();
     confidant(&["kek", "generate", "--out", &d("kek")]);
     confidant(&[
-        "model", "encrypt", "--in", model.to_str().expect("utf-8"), "--out", &d("m.cmdl"),
-        "--key-id", "bench", "--kek", &format!("file:{}", d("kek")),
+        "model",
+        "encrypt",
+        "--in",
+        model.to_str().expect("utf-8"),
+        "--out",
+        &d("m.cmdl"),
+        "--key-id",
+        "bench",
+        "--kek",
+        &format!("file:{}", d("kek")),
     ]);
     let tpm = std::env::var("TTFT_ATTESTER").as_deref() == Ok("tpm");
     let kbs_policy = if tpm {
@@ -84,8 +105,17 @@ fn main() {
         d("policy.toml")
     };
     confidant(&[
-        "kbs", "model", "add", "--key-id", "bench", "--wrapped", &d("m.cmdl.key"), "--policy",
-        &kbs_policy, "--db", &d("kbs.db"),
+        "kbs",
+        "model",
+        "add",
+        "--key-id",
+        "bench",
+        "--wrapped",
+        &d("m.cmdl.key"),
+        "--policy",
+        &kbs_policy,
+        "--db",
+        &d("kbs.db"),
     ]);
     let mut client_policy = std::fs::read_to_string(&kbs_policy).expect("policy");
     if tpm {
@@ -97,30 +127,57 @@ fn main() {
     }
     std::fs::write(d("client.toml"), client_policy).expect("write");
     let mut kbs = Command::new(BIN);
-    kbs.args(["kbs", "serve", "--listen", "127.0.0.1:0", "--db", &d("kbs.db"), "--kek"])
-        .arg(format!("file:{}", d("kek")));
+    kbs.args([
+        "kbs",
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--db",
+        &d("kbs.db"),
+        "--kek",
+    ])
+    .arg(format!("file:{}", d("kek")));
     if !tpm {
         kbs.arg("--insecure-allow-dev-attester");
     }
-    let mut kbs = kbs.stdout(Stdio::piped()).stderr(Stdio::null()).spawn().expect("kbs");
+    let mut kbs = kbs
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("kbs");
     let kbs_url = first_line(&mut kbs, "confidant kbs listening on ");
     let _kbs = Proc(kbs);
     let addr = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("port");
     let mut serve = Command::new(BIN);
-    serve.args(["serve", "--model", &d("m.cmdl"), "--kbs-url", &kbs_url, "--listen"])
+    serve
+        .args([
+            "serve",
+            "--model",
+            &d("m.cmdl"),
+            "--kbs-url",
+            &kbs_url,
+            "--listen",
+        ])
         .arg(addr.to_string())
         .args(["--state-dir", &d("state")]);
     if tpm {
-        serve.args(["--attester", "tpm", "--tpm-tcti"])
+        serve
+            .args(["--attester", "tpm", "--tpm-tcti"])
             .arg(std::env::var("TTFT_TCTI").expect("TTFT_TCTI"))
             .arg("--tpm-ak-keys")
             .arg(std::env::var("TTFT_AK_KEYS").expect("TTFT_AK_KEYS"));
     } else {
         serve.args(["--attester", "insecure-dev"]);
     }
-    let _serve = Proc(serve.stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("serve"));
+    let _serve = Proc(
+        serve
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("serve"),
+    );
     let url = format!("https://{addr}");
     let policy = ClientPolicy::load(Path::new(&d("client.toml"))).expect("policy");
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -155,7 +212,9 @@ fn main() {
         let (mut fresh, mut warm, mut connect_only) = (Vec::new(), Vec::new(), Vec::new());
         for _ in 0..runs {
             let t = Instant::now();
-            let c = AttestedClient::connect(&url, policy.clone(), None).await.expect("verified");
+            let c = AttestedClient::connect(&url, policy.clone(), None)
+                .await
+                .expect("verified");
             connect_only.push(t.elapsed().as_secs_f64() * 1e3);
             c.chat_completion(&req).await.expect("completion");
             fresh.push(t.elapsed().as_secs_f64() * 1e3);
@@ -170,7 +229,9 @@ fn main() {
         println!("attester: {attester}, runs: {runs}, request: 1 token, receipt verified");
         println!("| case | min ms | median ms | p90 ms |");
         println!("|---|---|---|---|");
-        println!("| fresh connection: TLS + attestation + verify + request | {a:.1} | {b:.1} | {c:.1} |");
+        println!(
+            "| fresh connection: TLS + attestation + verify + request | {a:.1} | {b:.1} | {c:.1} |"
+        );
         println!("| established verified connection: request | {e:.1} | {f:.1} | {g:.1} |");
         println!("| of which connect + attest + verify | {h:.1} | {i:.1} | {j:.1} |");
     });

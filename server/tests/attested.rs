@@ -9,92 +9,19 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use common::flow::{BIN, Proc, ok, run, spawn_reading, wait_verified};
 use common::{free_addr, model_path, python};
 use confidant_client::conn::{Target, connect_tls};
 use confidant_client::{AttestedClient, ClientPolicy, Error, Receipt};
 
-const BIN: &str = env!("CARGO_BIN_EXE_confidant");
 const MODEL_ID: &str = "SmolLM2-135M-Instruct";
-
-fn run(args: &[&str]) -> Output {
-    Command::new(BIN)
-        .args(args)
-        .env_remove("CONFIDANT_KBS_DB")
-        .output()
-        .expect("confidant runs")
-}
-
-fn ok(out: &Output) -> String {
-    assert!(
-        out.status.success(),
-        "exit {:?}\nstdout: {}\nstderr: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// A child process killed on drop.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Starts `args` and returns it with the first stdout line that starts with `prefix`.
-fn spawn_reading(args: &[&str], prefix: &str, log: &Path) -> (Proc, String) {
-    let mut child = Command::new(BIN)
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(log).unwrap())
-        .spawn()
-        .expect("spawn");
-    let out = child.stdout.take().unwrap();
-    let mut lines = BufReader::new(out).lines();
-    let p = Proc(child);
-    loop {
-        match lines.next() {
-            Some(Ok(l)) if l.starts_with(prefix) => {
-                std::thread::spawn(move || for _ in lines {});
-                return (p, l[prefix.len()..].trim().to_owned());
-            }
-            Some(Ok(_)) => continue,
-            _ => panic!(
-                "{args:?} ended before printing {prefix:?}; log:\n{}",
-                std::fs::read_to_string(log).unwrap_or_default()
-            ),
-        }
-    }
-}
-
-/// Waits until `confidant verify` accepts the server.
-fn wait_verified(url: &str, policy: &Path, log: &Path, limit: Duration) {
-    let t = Instant::now();
-    while t.elapsed() < limit {
-        if run(&["verify", url, "--policy", policy.to_str().unwrap()])
-            .status
-            .success()
-        {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(300));
-    }
-    panic!(
-        "server not verified in {limit:?}; log:\n{}",
-        std::fs::read_to_string(log).unwrap_or_default()
-    );
-}
 
 /// A TLS relay with its own key that forwards everything, byte for byte,
 /// to `upstream` over a separate TLS connection: it relays the real
@@ -273,7 +200,12 @@ fn attested_serving_end_to_end_with_insecure_dev_attester() {
     )
     .unwrap();
     std::fs::write(o("strict.toml"), "").unwrap();
-    wait_verified(&url, Path::new(&o("client.toml")), &log, Duration::from_secs(240));
+    wait_verified(
+        &url,
+        Path::new(&o("client.toml")),
+        &log,
+        Duration::from_secs(240),
+    );
 
     // `confidant verify`: human report, JSON, saved document.
     let human = ok(&run(&["verify", &url, "--policy", &o("client.toml")]));
@@ -488,7 +420,10 @@ fn attested_serving_end_to_end_with_insecure_dev_attester() {
     let found = scan(srv.path(), &needles, &[]);
     assert!(found.is_empty(), "{found:?}");
     let mut open_files = Vec::new();
-    for fd in std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap().flatten() {
+    for fd in std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .flatten()
+    {
         if let Ok(t) = std::fs::read_link(fd.path())
             && t.is_file()
         {

@@ -301,7 +301,17 @@ fn open_attester(config: &ServeConfig) -> anyhow::Result<Option<Box<dyn Attester
             Choice::InsecureDev
         }
     };
-    // TPM_AK_KEYS_BLOCK
+    if let (Choice::Tpm(tcti), Some(keys)) = (&choice, &config.tpm_ak_keys) {
+        let blob =
+            std::fs::read(keys).with_context(|| format!("cannot read {}", keys.display()))?;
+        let keys = attester::TpmKeys::from_bytes(&blob)
+            .with_context(|| format!("{}: not an AK key file", keys.display()))?;
+        let mut t = attester::TpmAttester::open(tcti)
+            .with_context(|| format!("cannot open the TPM at {tcti}"))?;
+        t.use_ak(keys);
+        tracing::info!(%tcti, "TPM attester with the enrolled AK");
+        return Ok(Some(Box::new(t)));
+    }
     match attester::detect(&choice) {
         Ok(a) => {
             tracing::info!(attester = %a.name(), "attester ready");
@@ -335,13 +345,18 @@ fn obtain_and_load(
     let mut magic = [0u8; 8];
     let n = std::io::Read::read(&mut file, &mut magic)?;
     let is_container = n == magic.len() && magic == confidant_keys::MAGIC;
-    let (plain, sha256, key_id) = if is_container {
+    let (plain, sha256, key_id, model_id) = if is_container {
         std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(0))?;
         let header = Header::read_from(&mut file).map_err(|e| {
             state.metrics.startup_failure("container");
             anyhow::anyhow!("{}: {e}", path.display())
         })?;
         let key_id = header.key_id().clone();
+        // Model id: configured, else the container's name metadata, else
+        // the GGUF's own `general.name`.
+        let model_id = model_id.or_else(|| {
+            Some(header.name().trim().to_owned()).filter(|n| !n.is_empty())
+        });
         let key = fetch_key_with_retry(config, &key_id, service, state, stop)?;
         state.set_not_ready("decrypting the model");
         let dec = Decryptor::new(header, &key).inspect_err(|_| {
@@ -359,7 +374,7 @@ fn obtain_and_load(
             ms = t.elapsed().as_millis() as u64,
             "model decrypted into locked memory"
         );
-        (buf, *verified.sha256(), Some(key_id.to_string()))
+        (buf, *verified.sha256(), Some(key_id.to_string()), model_id)
     } else {
         if !config.insecure_plaintext_model {
             state.metrics.startup_failure("config");
@@ -371,13 +386,14 @@ fn obtain_and_load(
         tracing::warn!(
             "INSECURE: serving a PLAINTEXT model file (insecure_plaintext_model = true): no key broker, no attestation-gated key release"
         );
+        let model_id = model_id.or_else(|| derive_model_id(path));
         let len = usize::try_from(file.metadata()?.len()).context("model too large")?;
         let mut buf = LockedBuffer::new(len)?;
         std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(0))?;
         std::io::Read::read_exact(&mut file, buf.as_mut_slice())
             .with_context(|| format!("cannot read model {}", path.display()))?;
         let sha: [u8; 32] = Sha256::digest(buf.as_ref()).into();
-        (buf, sha, None)
+        (buf, sha, None, model_id)
     };
     if let Some(want) = &config.model_sha256
         && !want.eq_ignore_ascii_case(&hex::encode(sha256))

@@ -2,6 +2,8 @@
 //! `confidant serve` child process on a free loopback port.
 #![allow(dead_code)]
 
+pub mod flow;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
