@@ -53,6 +53,16 @@ enum Command {
         #[command(subcommand)]
         cmd: cli::watermark::WatermarkCmd,
     },
+    /// Create, list and revoke API keys
+    Apikey {
+        #[command(subcommand)]
+        cmd: cli::apikey::ApikeyCmd,
+    },
+    /// Verify the audit log's hash chain
+    Audit {
+        #[command(subcommand)]
+        cmd: cli::audit::AuditCmd,
+    },
 }
 
 fn main() -> ExitCode {
@@ -67,6 +77,8 @@ fn main() -> ExitCode {
         Command::Update { cmd } => cli::update::run(cmd),
         Command::Kbs { cmd } => cli::kbs::run(cmd),
         Command::Watermark { cmd } => cli::watermark::run(cmd),
+        Command::Apikey { cmd } => cli::apikey::run(cmd),
+        Command::Audit { cmd } => cli::audit::run(cmd),
     };
     match result {
         Ok(code) => code,

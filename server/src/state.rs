@@ -24,6 +24,9 @@ pub struct AppState {
     pub started_unix: u64,
     /// The deployment's watermark, set before the engine starts.
     watermark: OnceLock<Watermark>,
+    /// API keys, quotas and the audit log; until set, routes that need a
+    /// key answer 503.
+    access: OnceLock<crate::access::Access>,
 }
 
 impl AppState {
@@ -37,6 +40,7 @@ impl AppState {
             metrics: Metrics::default(),
             started_unix: unix_now(),
             watermark: OnceLock::new(),
+            access: OnceLock::new(),
         }
     }
 
@@ -70,6 +74,16 @@ impl AppState {
     /// The deployment's watermark, if it has one.
     pub fn watermark(&self) -> Option<&Watermark> {
         self.watermark.get()
+    }
+
+    /// Installs access control (`Access::from_config`), once.
+    pub fn set_access(&self, access: crate::access::Access) {
+        let _ = self.access.set(access);
+    }
+
+    /// Access control, once installed.
+    pub fn access(&self) -> Option<&crate::access::Access> {
+        self.access.get()
     }
 
     /// Why the server is not ready.

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, State};
+use axum::extract::{Extension, Path, State};
 use axum::http::StatusCode;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -20,6 +20,7 @@ use tokio::sync::mpsc::UnboundedReceiver;
 use super::error::ApiError;
 use super::prompt;
 use super::types::{ChatRequest, Common, CompletionRequest, Prompt, UsageOut};
+use crate::access::Caller;
 use crate::state::{AppState, unix_now};
 
 /// Which endpoint a response is for (they differ only in shape).
@@ -74,6 +75,8 @@ struct Prepared {
     stream: bool,
     rx: UnboundedReceiver<Event>,
     arrived: Instant,
+    /// Access control's hook: token quota, usage and content for the audit log.
+    caller: Option<Caller>,
 }
 
 fn prepare(
@@ -82,6 +85,7 @@ fn prepare(
     common: &Common,
     tokens: Vec<u32>,
     arrived: Instant,
+    caller: Option<Caller>,
 ) -> Result<Prepared, ApiError> {
     let engine = st
         .engine()
@@ -110,6 +114,14 @@ fn prepare(
         Some(m) => m as usize,
         None => room.min(cap),
     };
+    let prompt_cap = st.config.max_prompt_tokens;
+    if prompt_cap > 0 && tokens.len() > prompt_cap {
+        return Err(ApiError::prompt_too_long(tokens.len(), prompt_cap));
+    }
+    if let Some(c) = &caller {
+        // Tokens/min: prompt + max_tokens reserved up front.
+        c.reserve_tokens(tokens.len(), max_tokens)?;
+    }
     let rx = engine.submit(GenerationRequest {
         prompt: tokens,
         max_tokens,
@@ -130,6 +142,7 @@ fn prepare(
         stream: common.streaming(),
         rx,
         arrived,
+        caller,
     })
 }
 
@@ -146,6 +159,7 @@ fn check_model(st: &AppState, model: &str) -> Result<(), ApiError> {
 /// `POST /v1/chat/completions`.
 pub async fn chat_completions(
     State(st): State<Arc<AppState>>,
+    caller: Option<Extension<Caller>>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let arrived = Instant::now();
@@ -157,14 +171,19 @@ pub async fn chat_completions(
         .engine()
         .ok_or_else(|| ApiError::not_ready(&st.not_ready_reason()))?;
     let msgs = prompt::messages(&req.messages)?;
-    let (_, tokens) = prompt::chat_tokens(engine, &msgs)?;
-    let p = prepare(&st, Kind::Chat, &common, tokens, arrived)?;
+    let (rendered, tokens) = prompt::chat_tokens(engine, &msgs)?;
+    let caller = caller.map(|Extension(c)| c);
+    if let Some(c) = &caller {
+        c.record_prompt(&rendered);
+    }
+    let p = prepare(&st, Kind::Chat, &common, tokens, arrived, caller)?;
     Ok(respond(st, p).await)
 }
 
 /// `POST /v1/completions`.
 pub async fn completions(
     State(st): State<Arc<AppState>>,
+    caller: Option<Extension<Caller>>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let arrived = Instant::now();
@@ -186,7 +205,13 @@ pub async fn completions(
         }
         Prompt::Tokens(t) => t.clone(),
     };
-    let p = prepare(&st, Kind::Completion, &common, tokens, arrived)?;
+    let caller = caller.map(|Extension(c)| c);
+    if let (Some(c), Prompt::Text(t)) = (&caller, &req.prompt) {
+        c.record_prompt(t);
+    } else if let (Some(c), Prompt::Texts(v)) = (&caller, &req.prompt) {
+        c.record_prompt(&v[0]);
+    }
+    let p = prepare(&st, Kind::Completion, &common, tokens, arrived, caller)?;
     Ok(respond(st, p).await)
 }
 
@@ -261,6 +286,10 @@ async fn collect(st: Arc<AppState>, mut p: Prepared) -> Response {
             Event::Done(f) => {
                 let usage = UsageOut::from(f.usage);
                 count_usage(&st, &usage, p.arrived);
+                if let Some(c) = &p.caller {
+                    c.record_usage(usage.prompt_tokens, usage.completion_tokens);
+                    c.record_completion(&text);
+                }
                 let choice = match p.kind {
                     Kind::Chat => json!({
                         "index": 0,
@@ -396,11 +425,17 @@ fn stream_response(
             Phase::Running => match tokio::time::timeout_at(s.deadline, s.p.rx.recv()).await {
                 Ok(Some(Event::Delta { text, tokens })) => {
                     s.timing.delta(&s.st, tokens);
+                    if let Some(c) = &s.p.caller {
+                        c.record_completion(&text);
+                    }
                     s.chunk(s.text_value(text), None)
                 }
                 Ok(Some(Event::Done(f))) => {
                     let usage = UsageOut::from(f.usage);
                     count_usage(&s.st, &usage, s.p.arrived);
+                    if let Some(c) = &s.p.caller {
+                        c.record_usage(usage.prompt_tokens, usage.completion_tokens);
+                    }
                     s.phase = if s.p.include_usage {
                         Phase::Usage(usage)
                     } else {

@@ -143,6 +143,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         .build()?;
     rt.block_on(async move {
         let state = Arc::new(AppState::new(config.clone()));
+        state.set_access(confidant_server::access::Access::from_config(&config)?);
         if let Some(w) = &watermark {
             state.set_watermark(w.clone());
         }
@@ -183,9 +184,12 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             }
         });
         let app = confidant_server::api::router(state);
-        axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown())
-            .await?;
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(shutdown())
+        .await?;
         tracing::info!("stopped");
         Ok(ExitCode::SUCCESS)
     })
