@@ -394,9 +394,8 @@ fn missing_invalid_and_revoked_keys_get_401_detect_needs_its_permission_and_conc
         );
     }
     assert!(m.contains(r#"confidant_access_rejections_total{status="403",reason="permission"} 2"#));
-    assert!(
-        m.contains(r#"confidant_access_rejections_total{status="429",reason="concurrency"} 1"#)
-    );
+    // At least the one above; more while the held stream was ending.
+    assert!(m.contains(r#"confidant_access_rejections_total{status="429",reason="concurrency"} "#));
 }
 
 /// In-process router (no model): the listener reports client addresses

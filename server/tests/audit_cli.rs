@@ -69,7 +69,7 @@ fn serve_some(dir: &Path, key: &str, extra_toml: &str) -> Server {
         request(srv.addr, "GET", "/v1/models", None, None).status,
         401
     );
-    // Probes are not audited when they succeed.
+    // Probes are not audited (readiness polls while loading included).
     assert_eq!(request(srv.addr, "GET", "/healthz", None, None).status, 200);
     srv.terminate();
     srv

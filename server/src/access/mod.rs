@@ -10,8 +10,9 @@
 //! - A key's requests/min and in-flight quota are spent here; its tokens/min
 //!   in the completion handler, through the [`Caller`] request extension
 //!   (see [`quota`] for how tokens are counted).
-//! - Each request (but successful health, readiness and metrics probes)
-//!   becomes one audit line when its response has been sent.
+//! - Each request (but health, readiness and metrics probes that access
+//!   control let through) becomes one audit line when its response has
+//!   been sent.
 //!
 //! With `[auth] required = false` (development only; logged as a warning)
 //! requests without a valid key pass as anonymous, limited per address.
@@ -530,7 +531,9 @@ pub async fn middleware(State(st): State<Arc<AppState>>, req: Request, next: Nex
             .as_ref()
             .and_then(|c| c.key_id().map(|k| k.to_string()))
     });
-    let audited = access.audit.is_some() && !(is_probe(&route) && resp.status().is_success());
+    // Probes (health, readiness, metrics) are operations, not API use: they
+    // are logged only when access control refused them.
+    let audited = access.audit.is_some() && (!is_probe(&route) || rec.reason.is_some());
     if audited || permit.is_some() {
         let end = End {
             st: audited.then(|| st.clone()),
