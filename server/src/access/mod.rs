@@ -18,9 +18,11 @@
 //! requests without a valid key pass as anonymous, limited per address.
 
 pub mod body;
+mod caller;
 pub mod headers;
 pub mod keys;
 pub mod quota;
+pub mod store;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -42,8 +44,11 @@ use crate::api::error::ApiError;
 use crate::audit::{AuditLog, Record, rfc3339};
 use crate::config::ServeConfig;
 use crate::state::AppState;
-use keys::{KeyId, KeyStore, Lookup, Permission};
+use keys::{KeyId, Permission};
 use quota::{AddressLimiter, Denied, KeyQuota, KeyQuotas, RateInfo};
+use store::{KeyStore, Lookup};
+
+pub use caller::Caller;
 
 /// `[auth]` configuration.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -365,92 +370,6 @@ struct Admitted {
     permit: Option<OwnedSemaphorePermit>,
 }
 
-/// The request extension handlers use to spend tokens and report usage.
-#[derive(Clone)]
-pub struct Caller(Arc<CallerInner>);
-
-struct CallerInner {
-    key_id: Option<KeyId>,
-    quota: Option<Arc<KeyQuota>>,
-    content: bool,
-    state: Mutex<CallerState>,
-}
-
-#[derive(Default)]
-struct CallerState {
-    tokens: Option<RateInfo>,
-    denied: Option<Denied>,
-    prompt_tokens: Option<u64>,
-    completion_tokens: Option<u64>,
-    prompt: Option<String>,
-    completion: Option<String>,
-}
-
-impl Caller {
-    fn state(&self) -> std::sync::MutexGuard<'_, CallerState> {
-        self.0.state.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// The key's id (`None`: anonymous, development mode).
-    pub fn key_id(&self) -> Option<&KeyId> {
-        self.0.key_id.as_ref()
-    }
-
-    /// Reserves `prompt_tokens + max_tokens` of the key's tokens/min (429
-    /// when spent). Call before the request reaches the engine.
-    pub fn reserve_tokens(&self, prompt_tokens: usize, max_tokens: usize) -> Result<(), ApiError> {
-        let Some(q) = &self.0.quota else {
-            return Ok(());
-        };
-        let n = (prompt_tokens as u64).saturating_add(max_tokens as u64);
-        let r = q.charge_tokens(n);
-        let mut s = self.state();
-        match r {
-            Ok(info) => {
-                s.tokens = Some(info);
-                Ok(())
-            }
-            Err(d) => {
-                if let Denied::Tokens(i, _) = d {
-                    s.tokens = Some(i);
-                }
-                s.denied = Some(d);
-                Err(Refusal::Limited(d).into())
-            }
-        }
-    }
-
-    /// Records the token counts of the finished request.
-    pub fn record_usage(&self, prompt_tokens: usize, completion_tokens: usize) {
-        let mut s = self.state();
-        s.prompt_tokens = Some(prompt_tokens as u64);
-        s.completion_tokens = Some(completion_tokens as u64);
-    }
-
-    /// Whether the audit log wants the text (`include_content`).
-    pub fn wants_content(&self) -> bool {
-        self.0.content
-    }
-
-    /// The prompt text, for the audit log (ignored unless `include_content`).
-    pub fn record_prompt(&self, text: &str) {
-        if self.0.content {
-            self.state().prompt = Some(text.to_owned());
-        }
-    }
-
-    /// Appends generated text, for the audit log (ignored unless
-    /// `include_content`).
-    pub fn record_completion(&self, text: &str) {
-        if self.0.content {
-            self.state()
-                .completion
-                .get_or_insert_with(String::new)
-                .push_str(text);
-        }
-    }
-}
-
 /// The middleware: `.layer(axum::middleware::from_fn_with_state(state, access::middleware))`.
 pub async fn middleware(State(st): State<Arc<AppState>>, req: Request, next: Next) -> Response {
     let route = req
@@ -496,12 +415,8 @@ pub async fn middleware(State(st): State<Arc<AppState>>, req: Request, next: Nex
             (resp, None, None)
         }
         Ok(a) => {
-            let caller = Caller(Arc::new(CallerInner {
-                key_id: a.key_id,
-                quota: a.quota,
-                content: access.audit.as_ref().is_some_and(|l| l.include_content()),
-                state: Mutex::new(CallerState::default()),
-            }));
+            let content = access.audit.as_ref().is_some_and(|l| l.include_content());
+            let caller = Caller::new(a.key_id, a.quota, content);
             let (mut parts, body) = req.into_parts();
             parts.extensions.insert(caller.clone());
             let req = Request::from_parts(parts, Body::new(body::IdleBody::new(body, access.idle)));
@@ -513,11 +428,10 @@ pub async fn middleware(State(st): State<Arc<AppState>>, req: Request, next: Nex
             if let Some(i) = a.requests {
                 headers::set(h, &headers::REQUESTS, &i);
             }
-            if let Some(q) = &caller.0.quota {
-                let tokens = caller.state().tokens.unwrap_or_else(|| q.tokens_info());
+            if let Some(tokens) = caller.tokens_info() {
                 headers::set(h, &headers::TOKENS, &tokens);
             }
-            if let Some(d) = caller.state().denied {
+            if let Some(d) = caller.denied() {
                 let r = Refusal::Limited(d);
                 access.count(resp.status(), r.reason());
                 rec.reason = Some(r.reason());
@@ -575,11 +489,7 @@ impl body::OnEnd for End {
         rec.complete = complete;
         rec.latency_ms = t0.elapsed().as_millis() as u64;
         if let Some(c) = caller {
-            let mut s = c.state();
-            rec.prompt_tokens = s.prompt_tokens;
-            rec.completion_tokens = s.completion_tokens;
-            rec.prompt = s.prompt.take();
-            rec.completion = s.completion.take();
+            c.fill(&mut rec);
         }
         log.record(rec);
     }

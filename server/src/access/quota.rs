@@ -31,7 +31,8 @@ use governor::state::{InMemoryState, NotKeyed};
 use governor::{NotUntil, Quota, RateLimiter};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use super::keys::{ActiveKey, KeyId, Limits};
+use super::keys::{KeyId, Limits};
+use super::store::ActiveKey;
 
 type Direct<C> = RateLimiter<NotKeyed, InMemoryState, C, StateInformationMiddleware>;
 type Keyed<C> = RateLimiter<IpAddr, HashMapStateStore<IpAddr>, C, StateInformationMiddleware>;
