@@ -91,7 +91,7 @@ fn five_hundred_concurrent_requests_get_200_429_or_503_and_the_server_stays_read
     )
     .unwrap();
     let c = cfg.display().to_string();
-    let srv = Server::start(&[
+    let mut srv = Server::start(&[
         "--config",
         &c,
         "--model-id",
@@ -177,4 +177,17 @@ fn five_hundred_concurrent_requests_get_200_429_or_503_and_the_server_stays_read
             m.contains(r#"confidant_access_rejections_total{status="429",reason="concurrency"}"#)
         );
     }
+
+    // Every request left one audit line, and concurrent writers did not
+    // break the chain.
+    srv.terminate();
+    let log = dir.path().join("audit.jsonl");
+    let out = Command::new(env!("CARGO_BIN_EXE_confidant"))
+        .args(["audit", "verify", "--json"])
+        .arg(&log)
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(out.status.success(), "{v}");
+    assert_eq!(v["lines"], REQUESTS as u64 + 1, "{v}");
 }

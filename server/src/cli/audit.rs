@@ -8,7 +8,7 @@ use confidant_server::audit::{Verdict, verify_file};
 /// `confidant audit …`.
 #[derive(clap::Subcommand)]
 pub enum AuditCmd {
-    /// Check the hash chain; exit 0 when intact, 1 at the first broken link
+    /// Check the hash chain; exit 0 when intact, 1 at the first broken link, 2 when unreadable
     Verify {
         /// The audit log (JSON lines).
         file: PathBuf,
@@ -27,7 +27,14 @@ pub enum AuditCmd {
 pub fn run(cmd: AuditCmd) -> anyhow::Result<ExitCode> {
     match cmd {
         AuditCmd::Verify { file, head, json } => {
-            let v = verify_file(&file, head.as_deref())?;
+            let v = match verify_file(&file, head.as_deref()) {
+                Ok(v) => v,
+                Err(e) => {
+                    // Not a verdict on the chain: exit 2, not 1.
+                    eprintln!("error: {e:#}");
+                    return Ok(ExitCode::from(2));
+                }
+            };
             if json {
                 println!("{}", serde_json::to_string(&v)?);
             } else {
