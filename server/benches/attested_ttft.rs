@@ -147,6 +147,28 @@ fn main() {
         .expect("kbs");
     let kbs_url = first_line(&mut kbs, "confidant kbs listening on ");
     let _kbs = Proc(kbs);
+    std::fs::create_dir_all(d("state")).expect("state dir");
+    let key_out = Command::new(BIN)
+        .args([
+            "apikey",
+            "create",
+            "--name",
+            "bench",
+            "--rpm",
+            "100000",
+            "--tpm",
+            "100000000",
+        ])
+        .args(["--concurrency", "8", "--store", &d("state/api-keys.json")])
+        .output()
+        .expect("apikey");
+    assert!(key_out.status.success(), "apikey create failed");
+    let api_key = String::from_utf8_lossy(&key_out.stdout)
+        .lines()
+        .last()
+        .expect("key")
+        .trim()
+        .to_owned();
     let addr = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("port");
@@ -194,7 +216,7 @@ fn main() {
         // Ready and verified.
         let t0 = Instant::now();
         let established = loop {
-            match AttestedClient::connect(&url, policy.clone(), None).await {
+            match AttestedClient::connect(&url, policy.clone(), Some(api_key.clone())).await {
                 Ok(c) => break c,
                 Err(_) if t0.elapsed() < Duration::from_secs(300) => {
                     tokio::time::sleep(Duration::from_millis(200)).await
@@ -212,7 +234,7 @@ fn main() {
         let (mut fresh, mut warm, mut connect_only) = (Vec::new(), Vec::new(), Vec::new());
         for _ in 0..runs {
             let t = Instant::now();
-            let c = AttestedClient::connect(&url, policy.clone(), None)
+            let c = AttestedClient::connect(&url, policy.clone(), Some(api_key.clone()))
                 .await
                 .expect("verified");
             connect_only.push(t.elapsed().as_secs_f64() * 1e3);

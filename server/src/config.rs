@@ -36,6 +36,10 @@ pub struct ServeConfig {
     pub max_tokens_cap: usize,
     /// Seconds a request may take in total before it is ended.
     pub request_timeout_secs: u64,
+    /// Largest prompt, in tokens (0: up to the context length).
+    pub max_prompt_tokens: usize,
+    /// Seconds a client may send nothing while sending its request body.
+    pub idle_timeout_secs: u64,
     /// Scheduler limits.
     pub engine: EngineConfig,
     /// Where the server keeps what it generates for itself (the enforced
@@ -65,6 +69,10 @@ pub struct ServeConfig {
     pub tpm_ak_keys: Option<PathBuf>,
     /// The model owner's key broker.
     pub kbs: KbsConfig,
+    /// API keys and per-address limits.
+    pub auth: crate::access::AuthConfig,
+    /// Audit log.
+    pub audit: crate::audit::AuditConfig,
 }
 
 /// Which attester produces the server's evidence.
@@ -119,6 +127,8 @@ impl Default for ServeConfig {
             max_body_bytes: 1 << 20,
             max_tokens_cap: 4096,
             request_timeout_secs: 600,
+            max_prompt_tokens: 0,
+            idle_timeout_secs: 30,
             engine: EngineConfig::default(),
             state_dir: PathBuf::from("/var/lib/confidant"),
             watermark: Default::default(),
@@ -129,6 +139,8 @@ impl Default for ServeConfig {
             tpm_tcti: None,
             tpm_ak_keys: None,
             kbs: KbsConfig::default(),
+            auth: Default::default(),
+            audit: Default::default(),
         }
     }
 }

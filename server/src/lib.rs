@@ -3,8 +3,10 @@
 // Unsafe code is denied everywhere but `locked` (mmap/mlock/madvise).
 #![deny(unsafe_code)]
 
+pub mod access;
 pub mod api;
 pub mod attestation;
+pub mod audit;
 pub mod config;
 pub mod loader;
 pub mod locked;

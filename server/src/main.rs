@@ -63,6 +63,16 @@ enum Command {
         #[command(subcommand)]
         cmd: cli::watermark::WatermarkCmd,
     },
+    /// Create, list and revoke API keys
+    Apikey {
+        #[command(subcommand)]
+        cmd: cli::apikey::ApikeyCmd,
+    },
+    /// Verify the audit log's hash chain
+    Audit {
+        #[command(subcommand)]
+        cmd: cli::audit::AuditCmd,
+    },
 }
 
 fn main() -> ExitCode {
@@ -80,6 +90,8 @@ fn main() -> ExitCode {
         Command::Proxy(a) => cli::proxy::run(a),
         Command::Receipt { cmd } => cli::receipt::run(cmd),
         Command::Watermark { cmd } => cli::watermark::run(cmd),
+        Command::Apikey { cmd } => cli::apikey::run(cmd),
+        Command::Audit { cmd } => cli::audit::run(cmd),
     };
     match result {
         Ok(code) => code,

@@ -27,6 +27,9 @@ pub struct AppState {
     watermark: OnceLock<Watermark>,
     /// Evidence, keys and receipts (absent without an attester).
     attestation: OnceLock<Arc<AttestationService>>,
+    /// API keys, quotas and the audit log; until set, routes that need a
+    /// key answer 503.
+    access: OnceLock<crate::access::Access>,
 }
 
 impl AppState {
@@ -41,6 +44,7 @@ impl AppState {
             started_unix: unix_now(),
             watermark: OnceLock::new(),
             attestation: OnceLock::new(),
+            access: OnceLock::new(),
         }
     }
 
@@ -84,6 +88,16 @@ impl AppState {
     /// The attestation service, if the server has an attester.
     pub fn attestation(&self) -> Option<&Arc<AttestationService>> {
         self.attestation.get()
+    }
+
+    /// Installs access control (`Access::from_config`), once.
+    pub fn set_access(&self, access: crate::access::Access) {
+        let _ = self.access.set(access);
+    }
+
+    /// Access control, once installed.
+    pub fn access(&self) -> Option<&crate::access::Access> {
+        self.access.get()
     }
 
     /// Why the server is not ready.

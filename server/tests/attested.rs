@@ -167,6 +167,22 @@ fn attested_serving_end_to_end_with_insecure_dev_attester() {
     let sd = |f: &str| srv.path().join(f);
     std::fs::create_dir_all(sd("tmp")).unwrap();
     std::fs::create_dir_all(sd("state")).unwrap();
+    // An API key (stored hashed in the server's state directory).
+    let api_key = ok(&run(&[
+        "apikey",
+        "create",
+        "--name",
+        "tester",
+        "--store",
+        sd("state/api-keys.json").to_str().unwrap(),
+        "--permissions",
+        "chat",
+    ]))
+    .trim()
+    .lines()
+    .last()
+    .unwrap()
+    .to_owned();
     let addr = free_addr();
     let log = owner.path().join("serve.log");
     let _server = Proc(
@@ -286,6 +302,7 @@ fn attested_serving_end_to_end_with_insecure_dev_attester() {
     let env = [
         ("CONFIDANT_BASE_URL", format!("{purl}/v1")),
         ("CONFIDANT_MODEL_ID", MODEL_ID.to_owned()),
+        ("CONFIDANT_API_KEY", api_key.clone()),
     ];
     python("attested_proxy.py", &["ok"], &env);
     // Through a proxy whose policy the server fails, and through one whose
@@ -311,6 +328,7 @@ fn attested_serving_end_to_end_with_insecure_dev_attester() {
         let env = [
             ("CONFIDANT_BASE_URL", format!("{purl}/v1")),
             ("CONFIDANT_MODEL_ID", MODEL_ID.to_owned()),
+            ("CONFIDANT_API_KEY", api_key.clone()),
         ];
         python("attested_proxy.py", &["refused"], &env);
     }
@@ -328,7 +346,7 @@ fn attested_serving_end_to_end_with_insecure_dev_attester() {
         "max_tokens": 16,
     });
     let done = rt.block_on(async {
-        let c = AttestedClient::connect(&url, policy.clone(), None)
+        let c = AttestedClient::connect(&url, policy.clone(), Some(api_key.clone()))
             .await
             .expect("verified");
         assert!(c.report().await.unwrap().accepted());

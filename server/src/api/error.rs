@@ -5,6 +5,10 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use confidant_inference::Error as EngineError;
 
+use crate::access::Refusal;
+use crate::access::quota::{Denied, reset_text, retry_after_secs};
+use std::time::Duration;
+
 /// An error answered to an API client.
 #[derive(Debug)]
 pub struct ApiError {
@@ -128,6 +132,123 @@ impl ApiError {
             "invalid_request_error",
             "Method not allowed for this URL.",
         )
+    }
+}
+
+impl ApiError {
+    /// 400 for a prompt over `max_prompt_tokens`.
+    pub fn prompt_too_long(tokens: usize, cap: usize) -> Self {
+        Self {
+            code: Some("prompt_too_long"),
+            ..Self::invalid(format!(
+                "The prompt is {tokens} tokens long; this server accepts at most {cap}."
+            ))
+        }
+    }
+
+    /// 504 when a request runs past `request_timeout_secs`.
+    pub fn timeout(secs: u64) -> Self {
+        Self {
+            code: Some("timeout"),
+            ..Self::new(
+                StatusCode::GATEWAY_TIMEOUT,
+                "server_error",
+                format!("The request took longer than {secs} s."),
+            )
+        }
+    }
+
+    /// 503 when the server was started without access control.
+    pub fn access_not_configured() -> Self {
+        Self {
+            code: Some("not_ready"),
+            retry_after: Some(5),
+            ..Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "server_error",
+                "Access control is not set up yet.",
+            )
+        }
+    }
+}
+
+/// Refusals by access control: 401 (no valid key), 403 (permission), 429
+/// (quota), in OpenAI's shapes.
+impl From<Refusal> for ApiError {
+    fn from(r: Refusal) -> Self {
+        let unauthorized = |message: &str| Self {
+            code: Some("invalid_api_key"),
+            ..Self::new(StatusCode::UNAUTHORIZED, "invalid_request_error", message)
+        };
+        let limited = |kind, code, message: String, retry: Option<Duration>| Self {
+            code: Some(code),
+            retry_after: retry.map(retry_after_secs),
+            ..Self::new(StatusCode::TOO_MANY_REQUESTS, kind, message)
+        };
+        match r {
+            Refusal::MissingKey => unauthorized(
+                "You didn't provide an API key. You need to provide your API key in an Authorization header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY).",
+            ),
+            Refusal::InvalidKey => unauthorized("Incorrect API key provided."),
+            Refusal::RevokedKey => unauthorized("This API key has been revoked."),
+            Refusal::Forbidden(p) => Self {
+                code: Some("insufficient_permissions"),
+                ..Self::new(
+                    StatusCode::FORBIDDEN,
+                    "invalid_request_error",
+                    format!(
+                        "This API key lacks the `{}` permission needed for this route.",
+                        p.as_str()
+                    ),
+                )
+            },
+            Refusal::Limited(d) => match d {
+                Denied::Requests(i, wait) => limited(
+                    "requests",
+                    "rate_limit_exceeded",
+                    format!(
+                        "Rate limit reached for requests per minute (RPM): Limit {}. Please try again in {}.",
+                        i.limit,
+                        reset_text(wait)
+                    ),
+                    Some(wait),
+                ),
+                Denied::Tokens(i, wait) => limited(
+                    "tokens",
+                    "rate_limit_exceeded",
+                    format!(
+                        "Rate limit reached for tokens per minute (TPM): Limit {}. Please try again in {}.",
+                        i.limit,
+                        reset_text(wait)
+                    ),
+                    Some(wait),
+                ),
+                Denied::TooLarge { limit, requested } => limited(
+                    "tokens",
+                    "rate_limit_exceeded",
+                    format!(
+                        "Request too large for tokens per minute (TPM): Limit {limit}, Requested {requested} (prompt tokens plus max_tokens). Lower max_tokens or shorten the prompt."
+                    ),
+                    None,
+                ),
+                Denied::Concurrency(n) => limited(
+                    "requests",
+                    "concurrency_limit_exceeded",
+                    format!("Too many requests in flight for this API key (limit {n})."),
+                    Some(Duration::from_secs(1)),
+                ),
+                Denied::Address(i, wait) => limited(
+                    "requests",
+                    "rate_limit_exceeded",
+                    format!(
+                        "Too many requests from your address: Limit {} per minute. Please try again in {}.",
+                        i.limit,
+                        reset_text(wait)
+                    ),
+                    Some(wait),
+                ),
+            },
+        }
     }
 }
 

@@ -28,7 +28,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/completions", post(openai::completions))
         .route("/v1/models", get(openai::list_models))
         .route("/v1/models/{id}", get(openai::get_model))
-        // AUTH: needs an API key with the `detect` permission once API keys exist.
+        // Needs an API key with the `detect` permission (access::need).
         .route("/v1/watermark/detect", post(watermark::detect))
         .route("/v1/attestation", get(attestation::attestation))
         .route("/healthz", get(healthz))
@@ -37,6 +37,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         .fallback(|req: Request| async move { ApiError::no_route(req.uri().path()) })
         .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
         .layer(DefaultBodyLimit::max(limit))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            crate::access::middleware,
+        ))
         .layer(middleware::from_fn_with_state(state.clone(), track))
         .with_state(state)
 }
@@ -79,9 +83,12 @@ async fn readyz(State(st): State<Arc<AppState>>) -> Response {
 }
 
 async fn metrics(State(st): State<Arc<AppState>>) -> Response {
-    let body = st
+    let mut body = st
         .metrics
         .render(st.engine().map(|e| e.stats()), st.engine().is_some());
+    if let Some(a) = st.access() {
+        a.render_metrics(&mut body);
+    }
     (
         [(
             header::CONTENT_TYPE,

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, State};
+use axum::extract::{Extension, Path, State};
 use axum::http::StatusCode;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -23,6 +23,7 @@ use tokio::sync::mpsc::UnboundedReceiver;
 use super::error::ApiError;
 use super::prompt;
 use super::types::{ChatRequest, Common, CompletionRequest, Prompt, UsageOut};
+use crate::access::Caller;
 use crate::state::{AppState, unix_now};
 
 /// Which endpoint a response is for (they differ only in shape).
@@ -81,6 +82,8 @@ struct Prepared {
     request_sha256: String,
     /// Sampling parameters as applied (receipts).
     sampling: Value,
+    /// Access control's hook: token quota, usage and content for the audit log.
+    caller: Option<Caller>,
 }
 
 /// Request fields that shape sampling, as sent, plus the effective
@@ -153,6 +156,7 @@ fn prepare(
     tokens: Vec<u32>,
     arrived: Instant,
     body: &[u8],
+    caller: Option<Caller>,
 ) -> Result<Prepared, ApiError> {
     let engine = st
         .engine()
@@ -181,6 +185,14 @@ fn prepare(
         Some(m) => m as usize,
         None => room.min(cap),
     };
+    let prompt_cap = st.config.max_prompt_tokens;
+    if prompt_cap > 0 && tokens.len() > prompt_cap {
+        return Err(ApiError::prompt_too_long(tokens.len(), prompt_cap));
+    }
+    if let Some(c) = &caller {
+        // Tokens/min: prompt + max_tokens reserved up front.
+        c.reserve_tokens(tokens.len(), max_tokens)?;
+    }
     let rx = engine.submit(GenerationRequest {
         prompt: tokens,
         max_tokens,
@@ -203,6 +215,7 @@ fn prepare(
         arrived,
         request_sha256: sha256_hex(body),
         sampling: sampling_json(body, max_tokens),
+        caller,
     })
 }
 
@@ -219,6 +232,7 @@ fn check_model(st: &AppState, model: &str) -> Result<(), ApiError> {
 /// `POST /v1/chat/completions`.
 pub async fn chat_completions(
     State(st): State<Arc<AppState>>,
+    caller: Option<Extension<Caller>>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let arrived = Instant::now();
@@ -230,14 +244,19 @@ pub async fn chat_completions(
         .engine()
         .ok_or_else(|| ApiError::not_ready(&st.not_ready_reason()))?;
     let msgs = prompt::messages(&req.messages)?;
-    let (_, tokens) = prompt::chat_tokens(engine, &msgs)?;
-    let p = prepare(&st, Kind::Chat, &common, tokens, arrived, &body)?;
+    let (rendered, tokens) = prompt::chat_tokens(engine, &msgs)?;
+    let caller = caller.map(|Extension(c)| c);
+    if let Some(c) = &caller {
+        c.record_prompt(&rendered);
+    }
+    let p = prepare(&st, Kind::Chat, &common, tokens, arrived, &body, caller)?;
     Ok(respond(st, p).await)
 }
 
 /// `POST /v1/completions`.
 pub async fn completions(
     State(st): State<Arc<AppState>>,
+    caller: Option<Extension<Caller>>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let arrived = Instant::now();
@@ -259,7 +278,21 @@ pub async fn completions(
         }
         Prompt::Tokens(t) => t.clone(),
     };
-    let p = prepare(&st, Kind::Completion, &common, tokens, arrived, &body)?;
+    let caller = caller.map(|Extension(c)| c);
+    if let (Some(c), Prompt::Text(t)) = (&caller, &req.prompt) {
+        c.record_prompt(t);
+    } else if let (Some(c), Prompt::Texts(v)) = (&caller, &req.prompt) {
+        c.record_prompt(&v[0]);
+    }
+    let p = prepare(
+        &st,
+        Kind::Completion,
+        &common,
+        tokens,
+        arrived,
+        &body,
+        caller,
+    )?;
     Ok(respond(st, p).await)
 }
 
@@ -334,6 +367,10 @@ async fn collect(st: Arc<AppState>, mut p: Prepared) -> Response {
             Event::Done(f) => {
                 let usage = UsageOut::from(f.usage);
                 count_usage(&st, &usage, p.arrived);
+                if let Some(c) = &p.caller {
+                    c.record_usage(usage.prompt_tokens, usage.completion_tokens);
+                    c.record_completion(&text);
+                }
                 let choice = match p.kind {
                     Kind::Chat => json!({
                         "index": 0,
@@ -498,11 +535,17 @@ fn stream_response(
                 Ok(Some(Event::Delta { text, tokens })) => {
                     s.timing.delta(&s.st, tokens);
                     s.text.push_str(&text);
+                    if let Some(c) = &s.p.caller {
+                        c.record_completion(&text);
+                    }
                     s.chunk(s.text_value(text), None)
                 }
                 Ok(Some(Event::Done(f))) => {
                     let usage = UsageOut::from(f.usage);
                     count_usage(&s.st, &usage, s.p.arrived);
+                    if let Some(c) = &s.p.caller {
+                        c.record_usage(usage.prompt_tokens, usage.completion_tokens);
+                    }
                     s.phase = if s.p.include_usage {
                         Phase::Usage(usage)
                     } else {

@@ -26,9 +26,8 @@ pub struct DetectRequest {
 /// Scores `text` against the deployment's key. The answer holds the
 /// z-score, p-value, scored and green token counts, the verdict and the
 /// key id; never the key or the green lists.
-// AUTH: the issue asks for an API key with the `detect` permission. API keys
-// do not exist yet (another issue adds them); until then this route is open
-// to anyone who can reach the server, like every other route.
+/// Needs an API key with the `detect` permission (enforced by the access
+/// middleware before this runs).
 pub async fn detect(
     State(st): State<Arc<AppState>>,
     body: Result<Bytes, BytesRejection>,

@@ -1,6 +1,8 @@
 //! One module per `confidant` subcommand.
 
+pub mod apikey;
 pub mod attest;
+pub mod audit;
 pub mod generate;
 pub mod kbs;
 pub mod kek;

@@ -201,7 +201,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             .as_ref()
             .map_or_else(|| "none".to_owned(), |a| a.name()),
         watermark_enforced: config.watermark.enforced && watermark.is_some(),
-        audit_includes_content: false,
+        audit_includes_content: config.audit.enabled && config.audit.include_content,
         server_version: env!("CARGO_PKG_VERSION").to_owned(),
     };
     let wm_public = watermark
@@ -221,6 +221,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         .build()?;
     rt.block_on(async move {
         let state = Arc::new(AppState::new(config.clone()));
+        state.set_access(confidant_server::access::Access::from_config(&config)?);
         if let Some(w) = &watermark {
             state.set_watermark(w.clone());
         }
@@ -354,9 +355,8 @@ fn obtain_and_load(
         let key_id = header.key_id().clone();
         // Model id: configured, else the container's name metadata, else
         // the GGUF's own `general.name`.
-        let model_id = model_id.or_else(|| {
-            Some(header.name().trim().to_owned()).filter(|n| !n.is_empty())
-        });
+        let model_id =
+            model_id.or_else(|| Some(header.name().trim().to_owned()).filter(|n| !n.is_empty()));
         let key = fetch_key_with_retry(config, &key_id, service, state, stop)?;
         state.set_not_ready("decrypting the model");
         let dec = Decryptor::new(header, &key).inspect_err(|_| {

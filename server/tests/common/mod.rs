@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod flow;
+pub mod http;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -44,11 +45,31 @@ pub struct Server {
     pub child: Child,
     pub addr: SocketAddr,
     pub log: PathBuf,
+    /// State directory of a server started without `--config`.
+    pub dir: Option<tempfile::TempDir>,
 }
 
 impl Server {
     /// Starts the server with extra flags and waits until `/readyz` is 200.
+    /// Without `--config` among them, it gets a development configuration:
+    /// a state directory of its own (key store, audit log) and no API keys
+    /// required.
     pub fn start(extra: &[&str]) -> Server {
+        let mut dev = Vec::new();
+        let dir = (!extra.contains(&"--config")).then(|| {
+            let dir = tempfile::tempdir().expect("state dir");
+            let cfg = dir.path().join("serve.toml");
+            std::fs::write(
+                &cfg,
+                format!(
+                    "state_dir = {:?}\n[auth]\nrequired = false\nper_address_rpm = 1000000\nper_address_burst = 100000\n",
+                    dir.path().display().to_string()
+                ),
+            )
+            .expect("write config");
+            dev = vec!["--config".to_owned(), cfg.display().to_string()];
+            dir
+        });
         let addr = free_addr();
         let log = std::env::temp_dir().join(format!("confidant-serve-{}.log", addr.port()));
         let logf = std::fs::File::create(&log).expect("log file");
@@ -61,12 +82,18 @@ impl Server {
             // The OpenAI API tests use the plaintext model over plain HTTP;
             // the attested flow has its own tests (attested.rs).
             .args(["--insecure-plaintext-model", "--insecure-plain-http"])
+            .args(&dev)
             .args(extra)
             .stdout(Stdio::null())
             .stderr(logf)
             .spawn()
             .expect("start confidant serve");
-        let s = Server { child, addr, log };
+        let s = Server {
+            child,
+            addr,
+            log,
+            dir,
+        };
         s.wait_ready(Duration::from_secs(120));
         s
     }
@@ -109,6 +136,22 @@ impl Server {
             .map(|x| x.1.to_owned())
             .unwrap_or_default();
         Ok((code, body))
+    }
+
+    /// Stops the server with SIGTERM (graceful: the audit log is flushed and
+    /// closed) and waits up to 20 s for it to exit.
+    pub fn terminate(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let t = Instant::now();
+        while t.elapsed() < Duration::from_secs(20) {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("server did not stop on SIGTERM");
     }
 
     /// `http://ADDR/v1`.
