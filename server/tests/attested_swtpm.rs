@@ -68,6 +68,8 @@ fn attested_serving_with_swtpm_and_pcr_policy() {
         "smollm2",
         "--kek",
         &format!("file:{}", o("owner.kek")),
+        "--name",
+        "SmolLM2-135M-Instruct",
     ]));
     ok(&run(&[
         "kbs",

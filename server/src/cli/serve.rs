@@ -169,10 +169,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         .clone()
         .context("no model: pass --model PATH, set CONFIDANT_MODEL or `model` in the config")?;
     tracing::info!("configuration:\n{}", config.printable());
-    let model_id = config
-        .model_id
-        .clone()
-        .or_else(|| derive_model_id(&model_path));
+    let model_id = config.model_id.clone();
     let watermark = config.watermark.open(&config.state_dir)?;
     match &watermark {
         Some(w) => tracing::info!(
