@@ -28,7 +28,8 @@ pub enum Trigger {
 }
 
 impl Trigger {
-    fn as_str(self) -> &'static str {
+    /// `schedule` or `sensor_event`, as records carry it.
+    pub fn as_str(self) -> &'static str {
         match self {
             Trigger::Schedule => "schedule",
             Trigger::SensorEvent => "sensor_event",
