@@ -206,10 +206,11 @@ impl Agent {
 
     /// A signed check-in: version, model, slots, health, peak memory.
     pub fn checkin(&mut self) -> Result<Published> {
-        let slot_state = match &self.cfg.update {
-            Some(u) => Some(crate::update::slot_state(u).unwrap_or_else(|e| format!("error: {e}"))),
-            None => None,
-        };
+        let slot_state = self
+            .cfg
+            .update
+            .as_ref()
+            .map(|u| crate::update::slot_state(u).unwrap_or_else(|e| format!("error: {e}")));
         let c = CheckIn {
             device_id: self.identity.device_id.clone(),
             seq: self.state.next_seq()?,

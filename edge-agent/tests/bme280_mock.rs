@@ -82,8 +82,8 @@ fn startup() -> Vec<I> {
 
 fn measurement() -> Vec<I> {
     vec![
-        // osrs_t ×1, osrs_p ×1, forced mode.
-        I::write(A, vec![reg::CTRL_MEAS, 0b001_001_01]),
+        // osrs_t ×1 (001), osrs_p ×1 (001), forced mode (01): 0b001_001_01.
+        I::write(A, vec![reg::CTRL_MEAS, 0x25]),
         I::write_read(A, vec![reg::STATUS], vec![0x08]),
         I::write_read(A, vec![reg::STATUS], vec![0x00]),
         I::write_read(A, vec![reg::DATA], DATA.to_vec()),

@@ -178,7 +178,7 @@ fn swtpm_enrol_attest_seal_offline_unseal_pcr_change_and_revoke() {
         "statement_replayed"
     );
     let dev = broker.store.device(&id.device_id).unwrap().unwrap();
-    assert_eq!(dev.checkin_at.is_some(), true);
+    assert!(dev.checkin_at.is_some());
     assert_eq!(dev.checkin.unwrap()["health"], "ok");
     assert!(
         broker
