@@ -273,7 +273,13 @@ impl Agent {
             if let Err(e) = self.checkin() {
                 tracing::warn!("check-in failed: {e}");
             }
-            self.record(&reading, Trigger::Schedule)?;
+            let (r, _) = self.record(&reading, Trigger::Schedule)?;
+            tracing::info!(
+                latency_ms = r.latency_ms,
+                completion_tokens = r.completion_tokens,
+                peak_rss_kib = crate::memory::peak_rss_kib().unwrap_or(0),
+                "one record done"
+            );
             return Ok(());
         }
         loop {

@@ -207,6 +207,9 @@ fn e2e_mock_sensor_to_local_inference_to_signed_record_verified_by_broker() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "confidant-edge run: {stderr}");
     assert!(stderr.contains("unsealed"), "{stderr}");
+    if let Some(l) = stderr.lines().find(|l| l.contains("one record done")) {
+        eprintln!("confidant-edge run --once: {l}");
+    }
     let lines = std::fs::read_to_string(dir.path().join("records.jsonl")).unwrap();
     // Check-ins go to the same file: every line is a signed statement.
     let store = confidant_keys::kbs::Store::open(&dir.path().join("kbs.db")).unwrap();
