@@ -33,7 +33,13 @@ fn model_path() -> PathBuf {
         .output()
         .expect("scripts/fetch-model runs");
     assert!(out.status.success(), "fetch-model failed");
-    PathBuf::from(String::from_utf8(out.stdout).unwrap().lines().last().unwrap())
+    PathBuf::from(
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .last()
+            .unwrap(),
+    )
 }
 
 fn env_or(name: &str, default: usize) -> usize {
@@ -113,7 +119,10 @@ fn main() {
     let p50 = lat[lat.len() / 2];
     let total_s: f64 = lat.iter().sum::<f64>() / 1e3;
     let peak = peak_rss_kib();
-    println!("edge agent, default model ({:.1} MiB GGUF), threads {threads}, max_context {max_context}, max_tokens {max_tokens}, {runs} runs", model_len as f64 / (1 << 20) as f64);
+    println!(
+        "edge agent, default model ({:.1} MiB GGUF), threads {threads}, max_context {max_context}, max_tokens {max_tokens}, {runs} runs",
+        model_len as f64 / (1 << 20) as f64
+    );
     println!("  VmHWM before the model path   {}", mib(base));
     println!("  decrypt in memory             {decrypt_ms:.0} ms");
     println!("  load (GGUF, tokenizer, engine) {load_ms:.0} ms");

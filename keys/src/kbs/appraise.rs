@@ -83,8 +83,15 @@ impl Appraisal<'_> {
         let verified = verifier
             .appraise(&evidence, &expected, at)
             .map_err(|rej| refusal(rej, ""))?;
-        // A device's quote must also satisfy the device policy (its PCRs).
-        if let (Some(d), Some(device_policy)) = (&device, self.device_policy) {
+        // A device's quote must also satisfy the device policy (its PCRs);
+        // without one configured, devices get nothing (fail closed).
+        if let Some(d) = &device {
+            let device_policy = self.device_policy.ok_or_else(|| {
+                Refusal::new(
+                    ReasonCode::Internal,
+                    format!("device {d}: no device policy configured (kbs serve --device-policy)"),
+                )
+            })?;
             let dv = Verifier::new(device_policy.clone())
                 .map_err(|e| Refusal::new(ReasonCode::Internal, e.to_string()))?;
             dv.appraise(&evidence, &expected, at)
