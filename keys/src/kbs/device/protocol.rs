@@ -247,3 +247,50 @@ pub struct InferenceRecord {
     /// Prefill plus decode time, milliseconds.
     pub latency_ms: u64,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn device_ids() {
+        for ok in ["cam-17", "tpm-0123456789abcdef", "a", "gw.site_3"] {
+            DeviceId::new(ok).unwrap();
+        }
+        for bad in ["", "-x", ".x", "a/b", "a b", "ä", &"x".repeat(65)] {
+            assert!(DeviceId::new(bad).is_err(), "{bad:?}");
+        }
+        assert!(serde_json::from_str::<DeviceId>("\"../x\"").is_err());
+    }
+
+    #[test]
+    fn statement_message_is_domain_separated_and_never_a_quote() {
+        let m = statement_message(b"{}");
+        assert_eq!(m.len(), STATEMENT_DOMAIN.len() + 32);
+        assert!(m.starts_with(STATEMENT_DOMAIN));
+        assert_ne!(&m[..4], &[0xff, 0x54, 0x43, 0x47]);
+        assert_ne!(statement_message(b"{} "), m);
+    }
+
+    #[test]
+    fn statements_round_trip_and_refuse_unknown_fields() {
+        let c = Statement::Checkin(CheckIn {
+            device_id: DeviceId::new("d").unwrap(),
+            seq: 3,
+            at: 1,
+            agent_version: "0.1.0".into(),
+            model_digest: None,
+            slot_state: None,
+            health: "ok".into(),
+            peak_rss_kib: Some(1),
+        });
+        let j = serde_json::to_string(&c).unwrap();
+        assert!(j.starts_with("{\"type\":\"checkin\""), "{j}");
+        assert_eq!(serde_json::from_str::<Statement>(&j).unwrap(), c);
+        assert_eq!(c.seq(), 3);
+        let extra = j.replacen("\"seq\":3", "\"seq\":3,\"admin\":true", 1);
+        assert!(serde_json::from_str::<Statement>(&extra).is_err());
+        let other = j.replacen("checkin", "firmware", 1);
+        assert!(serde_json::from_str::<Statement>(&other).is_err());
+    }
+}
