@@ -11,8 +11,9 @@ pub const DATA_KEY_LEN: usize = 32;
 ///
 /// It has no `Debug`, no `Clone` and no accessor outside this crate; it is
 /// wiped when dropped. It leaves the crate only wrapped by a KEK
-/// ([`crate::Kek::wrap`]) or sealed to an HPKE public key
-/// ([`crate::seal_to_hpke`]).
+/// ([`crate::Kek::wrap`]), sealed to an HPKE public key
+/// ([`crate::seal_to_hpke`]), or handed to a hardware sealing operation
+/// ([`DataKey::seal_with`], the edge agent's TPM PCR-policy seal).
 #[derive(Zeroize, ZeroizeOnDrop)]
 pub struct DataKey([u8; DATA_KEY_LEN]);
 
@@ -34,6 +35,14 @@ impl DataKey {
     pub(crate) fn from_slice(bytes: &[u8]) -> Option<Self> {
         let arr: &[u8; DATA_KEY_LEN] = bytes.try_into().ok()?;
         Some(DataKey(*arr))
+    }
+
+    /// Lends the key bytes to `seal`, which must put them only into
+    /// hardware that keeps them (a TPM sealed object under a PCR policy)
+    /// and keep no copy. The only way out of this crate besides a KEK and
+    /// HPKE.
+    pub fn seal_with<R>(&self, seal: impl FnOnce(&[u8; DATA_KEY_LEN]) -> R) -> R {
+        seal(&self.0)
     }
 
     pub(crate) fn expose(&self) -> &[u8; DATA_KEY_LEN] {

@@ -134,6 +134,23 @@ impl TpmKeys {
             private,
         })
     }
+
+    /// The AK's private part as the TPM wrapped it under the EK
+    /// (TPM2B_PRIVATE contents): useless outside this TPM, kept by the
+    /// device so it can load the same AK after a restart.
+    pub fn private_bytes(&self) -> Vec<u8> {
+        self.private.value().to_vec()
+    }
+
+    /// An AK saved earlier with [`TpmKeys::public_bytes`] and
+    /// [`TpmKeys::private_bytes`]. The TPM checks the pair when it loads it.
+    pub fn from_parts(public: &[u8], private: &[u8]) -> Result<Self> {
+        use tss_esapi::traits::UnMarshall;
+        Ok(TpmKeys {
+            public: Public::unmarshall(public).map_err(err)?,
+            private: Private::try_from(private.to_vec()).map_err(err)?,
+        })
+    }
 }
 
 /// Magic of [`TpmKeys::to_bytes`].
@@ -331,6 +348,33 @@ impl TpmAttester {
             signature: Hex(sig.marshall().map_err(err)?),
             pcrs: out,
         })
+    }
+
+    /// Sign `message` (at most 1024 bytes) with the AK: TPM2_Hash over the
+    /// owner hierarchy, then TPM2_Sign with its validation ticket (TPM 2.0
+    /// Part 3, 15.4 and 20.2). A restricted key signs only digests the TPM
+    /// computed itself, and TPM2_Hash gives no ticket for data that starts
+    /// with TPM_GENERATED_VALUE, so such a signature never passes for a
+    /// quote. Returns the marshalled TPMT_SIGNATURE; verify it with
+    /// [`crate::tpm::verify_ak_signature`].
+    pub fn sign(&mut self, message: &[u8]) -> Result<Vec<u8>> {
+        use tss_esapi::interface_types::resource_handles::Hierarchy;
+        use tss_esapi::structures::MaxBuffer;
+        let data = MaxBuffer::try_from(message.to_vec()).map_err(err)?;
+        let (ek, ak_h) = self.load_ak()?;
+        let _ = self.ctx.flush_context(ek.into());
+        let r = self
+            .ctx
+            .execute_without_session(|ctx| {
+                ctx.hash(data, HashingAlgorithm::Sha256, Hierarchy::Owner)
+            })
+            .and_then(|(digest, ticket)| {
+                self.ctx.execute_with_nullauth_session(|ctx| {
+                    ctx.sign(ak_h, digest, SignatureScheme::Null, ticket)
+                })
+            });
+        let _ = self.ctx.flush_context(ak_h.into());
+        r.map_err(err)?.marshall().map_err(err)
     }
 
     /// Extend SHA-256 PCR `index` with `digest` (for tests and measured boot tools).

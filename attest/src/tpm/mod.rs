@@ -123,6 +123,27 @@ fn pad32(v: &[u8]) -> Result<[u8; 32]> {
     Ok(out)
 }
 
+/// TPM_GENERATED_VALUE, the first four bytes of every TPMS_ATTEST (Part 2, 6.2).
+const TPM_GENERATED_VALUE: [u8; 4] = [0xff, 0x54, 0x43, 0x47];
+
+/// Verify a signature made by an enrolled AK over `message` with TPM2_Sign
+/// (what [`crate::attester::TpmAttester::sign`] returns). A message that
+/// starts with TPM_GENERATED_VALUE is refused: a TPM never signs such data
+/// with a restricted key outside TPM2_Quote and its siblings, so it would be
+/// an attestation, not a message (Part 1, 29.2 and Part 3, 15.4).
+pub fn verify_ak_signature(ak: &EnrolledAk, message: &[u8], signature: &[u8]) -> Result<()> {
+    if message.starts_with(&TPM_GENERATED_VALUE) {
+        return Err(Error::Tpm(
+            "message starts with TPM_GENERATED_VALUE: an attestation structure, not a message"
+                .into(),
+        ));
+    }
+    let public = wire::parse_public(ak.public())?;
+    let sig = wire::parse_signature(signature)?;
+    verify_signature(&public, message, &sig)
+        .map_err(|_| Error::Tpm("signature does not verify under the enrolled AK".into()))
+}
+
 /// Verify a quote against an enrolled AK. Nonce and PCR values are policy.
 pub fn authenticate(q: &TpmQuote, ak: &EnrolledAk) -> Result<Claims> {
     let attest = wire::parse_attest(q.attest.as_bytes())?;

@@ -23,8 +23,18 @@ pub(crate) struct Appraisal<'a> {
     pub(crate) insecure_allow_dev_attester: bool,
     /// DCAP collateral for TDX quotes.
     pub(crate) tdx_collateral: Option<&'a [u8]>,
+    /// The device policy, applied on top when a device's AK signed.
+    pub(crate) device_policy: Option<&'a Policy>,
     /// Where enrolled TPM AKs are.
     pub(crate) store: &'a Store,
+}
+
+/// What an accepted appraisal yields for the log.
+pub(crate) struct Appraised {
+    /// The evidence's measurements (JSON).
+    pub(crate) measurement: Option<String>,
+    /// The enrolled device whose AK signed, if one did.
+    pub(crate) device: Option<String>,
 }
 
 impl Appraisal<'_> {
@@ -38,7 +48,7 @@ impl Appraisal<'_> {
         issued_at: UnixTime,
         bundle: &EvidenceBundle,
         at: UnixTime,
-    ) -> Result<Option<String>, Refusal> {
+    ) -> Result<Appraised, Refusal> {
         let mut policy = Policy::from_toml(self.policy_toml)
             .map_err(|e| Refusal::new(ReasonCode::Internal, format!("model policy: {e}")))?;
         if self.insecure_allow_dev_attester {
@@ -57,27 +67,73 @@ impl Appraisal<'_> {
             },
             issued_at,
         };
-        let ak = self.enrolled_ak(bundle)?;
+        let (ak, device) = match self.enrolled_ak(bundle)? {
+            Some((ak, device)) => (Some(ak), device),
+            None => (None, None),
+        };
         let evidence = self.evidence(bundle, ak.as_ref())?;
-        match verifier.appraise(&evidence, &expected, at) {
-            Ok(verified) => Ok(measurements_json(&verified)),
-            Err(rej) => {
-                let mut r = Refusal::new(rejection_code(&rej), rej.reasons.join("; "));
-                r.measurement = rej.claims.as_deref().and_then(measurements_json);
-                Err(r)
-            }
+        let refusal = |rej: Rejection, prefix: &str| {
+            let mut r = Refusal::new(
+                rejection_code(&rej),
+                format!("{prefix}{}", rej.reasons.join("; ")),
+            );
+            r.measurement = rej.claims.as_deref().and_then(measurements_json);
+            r
+        };
+        let verified = verifier
+            .appraise(&evidence, &expected, at)
+            .map_err(|rej| refusal(rej, ""))?;
+        // A device's quote must also satisfy the device policy (its PCRs);
+        // without one configured, devices get nothing (fail closed).
+        if let Some(d) = &device {
+            let device_policy = self.device_policy.ok_or_else(|| {
+                Refusal::new(
+                    ReasonCode::Internal,
+                    format!("device {d}: no device policy configured (kbs serve --device-policy)"),
+                )
+            })?;
+            let dv = Verifier::new(device_policy.clone())
+                .map_err(|e| Refusal::new(ReasonCode::Internal, e.to_string()))?;
+            dv.appraise(&evidence, &expected, at)
+                .map_err(|rej| refusal(rej, &format!("device {d}, device policy: ")))?;
         }
+        Ok(Appraised {
+            measurement: measurements_json(&verified),
+            device,
+        })
     }
 
     /// The AK a TPM quote must be verified with: the enrolled record whose
     /// Name is the Name of the AK public area the evidence names.
-    fn enrolled_ak(&self, b: &EvidenceBundle) -> Result<Option<EnrolledAk>, Refusal> {
+    /// An enrolled device's AK comes with the device id; a revoked
+    /// device's quotes are refused here.
+    fn enrolled_ak(
+        &self,
+        b: &EvidenceBundle,
+    ) -> Result<Option<(EnrolledAk, Option<String>)>, Refusal> {
         let EvidenceBundle::Tpm { ak_public, .. } = b else {
             return Ok(None);
         };
         let name = confidant_attest::tpm::wire::name_of(ak_public.as_bytes());
+        match self.store.device_by_ak(&name) {
+            Ok(Some(d)) => {
+                if let Some(at) = d.revoked_at {
+                    return Err(Refusal::new(
+                        ReasonCode::DeviceRevoked,
+                        format!(
+                            "device {} revoked at {}",
+                            d.device_id,
+                            UnixTime::from_secs(at)
+                        ),
+                    ));
+                }
+                return Ok(Some((d.ak, Some(d.device_id.to_string()))));
+            }
+            Ok(None) => {}
+            Err(e) => return Err(Refusal::new(ReasonCode::Internal, e.to_string())),
+        }
         match self.store.tpm_ak(&name) {
-            Ok(Some(ak)) => Ok(Some(ak)),
+            Ok(Some(ak)) => Ok(Some((ak, None))),
             Ok(None) => Err(Refusal::new(
                 ReasonCode::TpmAkUnknown,
                 format!("no enrolled AK named {}", hex::encode(&name)),

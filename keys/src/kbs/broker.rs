@@ -54,6 +54,13 @@ pub struct KbsConfig {
     /// it, TDX evidence is refused (`evidence_invalid`): the broker does
     /// not fetch collateral from the network.
     pub tdx_collateral: Option<Vec<u8>>,
+    /// The device policy (`kbs serve --device-policy`): its `[tpm]
+    /// ek_ca_files` are the CAs device EK certificates must chain to, and
+    /// its PCR rules apply, on top of the model's policy, to every quote
+    /// signed by a device's AK. Without it devices cannot enrol.
+    pub device_policy: Option<confidant_attest::Policy>,
+    /// Per-source limit of the device routes. Default 10 at once, 1/s.
+    pub device_rate: RateLimit,
 }
 
 impl Default for KbsConfig {
@@ -67,6 +74,8 @@ impl Default for KbsConfig {
             resource_rate: RateLimit::new(20, 2.0),
             insecure_allow_dev_attester: false,
             tdx_collateral: None,
+            device_policy: None,
+            device_rate: RateLimit::new(10, 1.0),
         }
     }
 }
@@ -80,6 +89,8 @@ pub enum Route {
     Attest,
     /// `GET /kbs/v1/resource/{key_id}`.
     Resource,
+    /// `POST /kbs/v1/device/...` (enrol, activate, checkin, record).
+    Device,
 }
 
 impl Route {
@@ -89,6 +100,7 @@ impl Route {
             Route::Auth => super::protocol::AUTH_PATH,
             Route::Attest => super::protocol::ATTEST_PATH,
             Route::Resource => "/kbs/v1/resource",
+            Route::Device => "/kbs/v1/device",
         }
     }
 }
@@ -97,6 +109,7 @@ struct Attested {
     hpke_public_key: [u8; HPKE_PUBLIC_KEY_LEN],
     tee: Tee,
     measurement: Option<String>,
+    device: Option<String>,
 }
 
 struct Session {
@@ -163,6 +176,8 @@ pub struct Kbs {
     auth_limit: Limiter,
     attest_limit: Limiter,
     resource_limit: Limiter,
+    device_limit: Limiter,
+    pub(crate) pending_enrolments: super::device::PendingEnrolments,
 }
 
 impl std::fmt::Debug for Kbs {
@@ -208,6 +223,8 @@ impl Kbs {
             auth_limit: Limiter::new(config.auth_rate),
             attest_limit: Limiter::new(config.attest_rate),
             resource_limit: Limiter::new(config.resource_rate),
+            device_limit: Limiter::new(config.device_rate),
+            pending_enrolments: Default::default(),
             store,
             kek: Mutex::new(kek),
             config,
@@ -226,11 +243,11 @@ impl Kbs {
         &self.config
     }
 
-    fn now_ms(&self) -> u64 {
+    pub(crate) fn now_ms(&self) -> u64 {
         self.clock.now_ms()
     }
 
-    fn now(&self) -> UnixTime {
+    pub(crate) fn now(&self) -> UnixTime {
         UnixTime::from_secs(self.now_ms() / 1000)
     }
 
@@ -242,6 +259,7 @@ impl Kbs {
             Route::Auth => &self.auth_limit,
             Route::Attest => &self.attest_limit,
             Route::Resource => &self.resource_limit,
+            Route::Device => &self.device_limit,
         };
         l.check(source, self.now_ms())
     }
@@ -524,11 +542,15 @@ impl Kbs {
             policy_toml: &model.policy_toml,
             insecure_allow_dev_attester: self.config.insecure_allow_dev_attester,
             tdx_collateral: self.config.tdx_collateral.as_deref(),
+            device_policy: self.config.device_policy.as_ref(),
             store: &self.store,
         };
         let issued_at = UnixTime::from_secs(issued_ms / 1000);
         match appraisal.appraise(tee, &binding, issued_at, &req.evidence, self.now()) {
-            Ok(measurement) => {
+            Ok(super::appraise::Appraised {
+                measurement,
+                device,
+            }) => {
                 let mut s = lock(&self.sessions);
                 // The session may have been closed meanwhile; then there is
                 // nothing to attach the verdict to.
@@ -542,6 +564,7 @@ impl Kbs {
                     hpke_public_key,
                     tee,
                     measurement,
+                    device,
                 });
                 tracing::info!(key_id = %key_id, %tee, "evidence accepted");
                 Ok(AttestResponse {
@@ -578,7 +601,7 @@ impl Kbs {
             r.key_id = Some(key_id.chars().take(64).collect());
             r
         })?;
-        let (tee, hpke_pk, measurement) = {
+        let (tee, hpke_pk, measurement, device) = {
             let mut s = lock(&self.sessions);
             let id = session;
             let out = self.with_session(&mut s.map, id, now, |sess| {
@@ -595,7 +618,12 @@ impl Kbs {
                         "no accepted evidence on this session",
                     )));
                 };
-                Ok((a.tee, a.hpke_public_key, a.measurement.clone()))
+                Ok((
+                    a.tee,
+                    a.hpke_public_key,
+                    a.measurement.clone(),
+                    a.device.clone(),
+                ))
             });
             let out = out.map_err(|mut r| {
                 if r.key_id.is_none() {
@@ -643,7 +671,10 @@ impl Kbs {
             tee: Some(tee.as_str().to_owned()),
             measurement: measurement.clone(),
             reason: "released".into(),
-            detail: Some(format!("sealed to HPKE key {}", hex::encode(hpke_pk))),
+            detail: Some(match &device {
+                None => format!("sealed to HPKE key {}", hex::encode(hpke_pk)),
+                Some(d) => format!("sealed to HPKE key {} for device {d}", hex::encode(hpke_pk)),
+            }),
         };
         self.store
             .record(Outcome::Release, &ev, self.now())

@@ -261,7 +261,7 @@ impl KbsClient {
         Ok((v, Response::from_parts(parts, ())))
     }
 
-    fn post<B: Serialize, T: DeserializeOwned>(
+    pub(crate) fn post<B: Serialize, T: DeserializeOwned>(
         &self,
         route: &'static str,
         session: Option<&Challenge>,

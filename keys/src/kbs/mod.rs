@@ -9,6 +9,9 @@
 //! * [`server::serve`] puts it on HTTP(S) (axum; TLS with rustls and the
 //!   ring provider).
 //! * [`client::fetch_data_key`] is what `confidant serve` calls at start-up.
+//! * [`device`]: edge devices enrol (EK certificate, credential
+//!   activation), get keys through the same exchange under the device
+//!   policy, and send signed check-ins and inference records.
 //!
 //! Every time the broker reads comes from a [`Clock`], so tests pin and
 //! advance it ([`ManualClock`]).
@@ -16,6 +19,7 @@
 mod appraise;
 mod broker;
 pub mod client;
+pub mod device;
 mod limit;
 pub mod protocol;
 pub mod server;

@@ -234,11 +234,25 @@ pub enum ReasonCode {
     TooManySessions,
     /// The broker failed (database, KEK); nothing was released.
     Internal,
+    /// Enrolment refused: EK certificate not from a configured EK CA,
+    /// AK not a restricted TPM-resident signing key, credential activation
+    /// returned the wrong secret, or the enrolment is unknown or expired.
+    EnrolmentRefused,
+    /// The device id, or this TPM, is enrolled already.
+    DeviceExists,
+    /// No device with that id is enrolled.
+    UnknownDevice,
+    /// The device was revoked.
+    DeviceRevoked,
+    /// A statement's signature does not verify under the device's AK.
+    SignatureInvalid,
+    /// A statement's sequence number is not above the last one accepted.
+    StatementReplayed,
 }
 
 impl ReasonCode {
     /// Every code, for documentation and tests.
-    pub const ALL: [ReasonCode; 23] = [
+    pub const ALL: [ReasonCode; 29] = [
         ReasonCode::BadRequest,
         ReasonCode::PayloadTooLarge,
         ReasonCode::UnsupportedVersion,
@@ -262,6 +276,12 @@ impl ReasonCode {
         ReasonCode::RateLimited,
         ReasonCode::TooManySessions,
         ReasonCode::Internal,
+        ReasonCode::EnrolmentRefused,
+        ReasonCode::DeviceExists,
+        ReasonCode::UnknownDevice,
+        ReasonCode::DeviceRevoked,
+        ReasonCode::SignatureInvalid,
+        ReasonCode::StatementReplayed,
     ];
 
     /// The code as sent in [`ErrorResponse::error`] and kept in the log.
@@ -290,6 +310,12 @@ impl ReasonCode {
             ReasonCode::RateLimited => "rate_limited",
             ReasonCode::TooManySessions => "too_many_sessions",
             ReasonCode::Internal => "internal_error",
+            ReasonCode::EnrolmentRefused => "enrolment_refused",
+            ReasonCode::DeviceExists => "device_exists",
+            ReasonCode::UnknownDevice => "unknown_device",
+            ReasonCode::DeviceRevoked => "device_revoked",
+            ReasonCode::SignatureInvalid => "signature_invalid",
+            ReasonCode::StatementReplayed => "statement_replayed",
         }
     }
 

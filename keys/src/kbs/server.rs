@@ -27,6 +27,8 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use zeroize::Zeroizing;
 
 use super::broker::{Kbs, Refusal, Route};
+use super::device::StatementKind;
+use super::device::protocol as device;
 use super::protocol::{
     ATTEST_PATH, AUTH_PATH, ErrorResponse, MAX_REQUEST_LEN, ReasonCode, SESSION_COOKIE,
 };
@@ -55,7 +57,8 @@ pub fn status_of(code: ReasonCode) -> StatusCode {
     match code {
         BadRequest | UnsupportedVersion => StatusCode::BAD_REQUEST,
         PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-        UnknownResource => StatusCode::NOT_FOUND,
+        UnknownResource | UnknownDevice => StatusCode::NOT_FOUND,
+        DeviceExists => StatusCode::CONFLICT,
         UnknownSession | SessionExpired | NotAttested => StatusCode::UNAUTHORIZED,
         RateLimited => StatusCode::TOO_MANY_REQUESTS,
         TooManySessions => StatusCode::SERVICE_UNAVAILABLE,
@@ -72,7 +75,11 @@ pub fn status_of(code: ReasonCode) -> StatusCode {
         | PolicyDebug
         | PolicyTcb
         | PolicyOther
-        | ResourceNotAuthorized => StatusCode::FORBIDDEN,
+        | ResourceNotAuthorized
+        | EnrolmentRefused
+        | DeviceRevoked
+        | SignatureInvalid
+        | StatementReplayed => StatusCode::FORBIDDEN,
     }
 }
 
@@ -241,6 +248,30 @@ async fn resource(
     }
 }
 
+/// Device routes: JSON in, JSON out, logged in the device log.
+async fn device_route(
+    app: App,
+    peer: SocketAddr,
+    body: Body,
+    f: fn(&Kbs, std::net::IpAddr, &[u8]) -> std::result::Result<serde_json::Value, ReasonCode>,
+) -> Response {
+    let bytes = match admit(&app, Route::Device, peer, Some(body)).await {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let kbs = app.kbs.clone();
+    match blocking(move || f(&kbs, peer.ip(), &bytes)).await {
+        Ok(v) => axum::Json(v).into_response(),
+        Err(code) => refused(code, None),
+    }
+}
+
+fn json<T: serde::Serialize>(
+    r: std::result::Result<T, ReasonCode>,
+) -> std::result::Result<serde_json::Value, ReasonCode> {
+    r.and_then(|v| serde_json::to_value(v).map_err(|_| ReasonCode::Internal))
+}
+
 /// The broker's routes. Requests must carry a `Peer` extension (the accept
 /// loop of [`serve`] adds it).
 fn router(kbs: Arc<Kbs>, tls: bool) -> Router {
@@ -248,6 +279,50 @@ fn router(kbs: Arc<Kbs>, tls: bool) -> Router {
         .route(AUTH_PATH, post(auth))
         .route(ATTEST_PATH, post(attest))
         .route("/kbs/v1/resource/{key_id}", get(resource))
+        .route(
+            device::ENROL_PATH,
+            post(
+                |State(app): State<App>,
+                 axum::Extension(Peer(p)): axum::Extension<Peer>,
+                 b: Body| {
+                    device_route(app, p, b, |k, ip, b| json(k.device_enrol(ip, b)))
+                },
+            ),
+        )
+        .route(
+            device::ACTIVATE_PATH,
+            post(
+                |State(app): State<App>,
+                 axum::Extension(Peer(p)): axum::Extension<Peer>,
+                 b: Body| {
+                    device_route(app, p, b, |k, ip, b| json(k.device_activate(ip, b)))
+                },
+            ),
+        )
+        .route(
+            device::CHECKIN_PATH,
+            post(
+                |State(app): State<App>,
+                 axum::Extension(Peer(p)): axum::Extension<Peer>,
+                 b: Body| {
+                    device_route(app, p, b, |k, ip, b| {
+                        json(k.device_statement(StatementKind::Checkin, ip, b))
+                    })
+                },
+            ),
+        )
+        .route(
+            device::RECORD_PATH,
+            post(
+                |State(app): State<App>,
+                 axum::Extension(Peer(p)): axum::Extension<Peer>,
+                 b: Body| {
+                    device_route(app, p, b, |k, ip, b| {
+                        json(k.device_statement(StatementKind::Record, ip, b))
+                    })
+                },
+            ),
+        )
         .with_state(App { kbs, tls })
 }
 

@@ -178,6 +178,8 @@ impl Store {
         }
         conn.execute_batch(SCHEMA)
             .map_err(Error::store("creating the schema"))?;
+        conn.execute_batch(super::device::SCHEMA)
+            .map_err(Error::store("creating the device schema"))?;
         conn.pragma_update(None, "user_version", SCHEMA_VERSION)
             .map_err(Error::store("writing the schema version"))?;
         Ok(Store {
@@ -185,7 +187,7 @@ impl Store {
         })
     }
 
-    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
+    pub(crate) fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
         // A panic while holding the lock leaves SQLite consistent (every
         // statement is atomic), so a poisoned lock is still usable.
         self.conn.lock().unwrap_or_else(|p| p.into_inner())

@@ -61,6 +61,11 @@ pub enum KbsCmd {
         /// Attest requests per second per source address, sustained.
         #[arg(long, value_name = "RATE", default_value_t = 1.0)]
         attest_rate: f64,
+        /// Device policy (attest TOML): `[tpm] ek_ca_files` are the CAs
+        /// device EK certificates must chain to, its PCR rules apply to
+        /// every device's quote. Without it devices cannot enrol.
+        #[arg(long, value_name = "FILE")]
+        device_policy: Option<PathBuf>,
     },
     /// Manage the model registry.
     #[command(subcommand)]
@@ -68,6 +73,9 @@ pub enum KbsCmd {
     /// Manage the TPM attestation keys (AKs) whose quotes are verified.
     #[command(subcommand)]
     Ak(AkCmd),
+    /// Enrolled edge devices: list, revoke, log.
+    #[command(subcommand)]
+    Device(DeviceCmd),
     /// Show recent releases and refusals, newest first.
     Log {
         /// Registry and release log.
@@ -129,6 +137,39 @@ pub enum AkCmd {
     },
 }
 
+/// Edge device commands.
+#[derive(clap::Subcommand)]
+pub enum DeviceCmd {
+    /// List enrolled devices with their last check-in.
+    List {
+        /// Registry and release log.
+        #[arg(long, value_name = "FILE", env = DB_ENV, default_value = DEFAULT_DB)]
+        db: PathBuf,
+        /// Machine-readable output (a JSON array).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a device: its key requests, check-ins and records are refused
+    /// from now on, and its TPM cannot enrol again.
+    Revoke {
+        /// The device id.
+        #[arg(long, value_name = "ID")]
+        device_id: confidant_keys::kbs::device::DeviceId,
+        /// Registry and release log.
+        #[arg(long, value_name = "FILE", env = DB_ENV, default_value = DEFAULT_DB)]
+        db: PathBuf,
+    },
+    /// Show recent device requests (enrolments, check-ins, records), newest first.
+    Log {
+        /// Registry and release log.
+        #[arg(long, value_name = "FILE", env = DB_ENV, default_value = DEFAULT_DB)]
+        db: PathBuf,
+        /// Rows to show.
+        #[arg(long, value_name = "N", default_value_t = 50)]
+        limit: usize,
+    },
+}
+
 /// Runs a `kbs` subcommand.
 pub fn run(cmd: KbsCmd) -> anyhow::Result<ExitCode> {
     match cmd {
@@ -144,6 +185,7 @@ pub fn run(cmd: KbsCmd) -> anyhow::Result<ExitCode> {
             nonce_ttl,
             attest_burst,
             attest_rate,
+            device_policy,
         } => {
             let config = KbsConfig {
                 session_ttl: Duration::from_secs(session_ttl),
@@ -152,6 +194,12 @@ pub fn run(cmd: KbsCmd) -> anyhow::Result<ExitCode> {
                 insecure_allow_dev_attester,
                 tdx_collateral: tdx_collateral
                     .map(|p| read_bounded(&p, 4 << 20))
+                    .transpose()?,
+                device_policy: device_policy
+                    .map(|p| {
+                        confidant_attest::Policy::load(&p)
+                            .with_context(|| format!("loading the device policy {}", p.display()))
+                    })
                     .transpose()?,
                 ..KbsConfig::default()
             };
@@ -209,6 +257,7 @@ pub fn run(cmd: KbsCmd) -> anyhow::Result<ExitCode> {
             open(&db)?.add_tpm_ak(&ak, UnixTime::now())?;
             println!("trusting TPM AK {}", hex::encode(ak.name()));
         }
+        KbsCmd::Device(cmd) => device(cmd)?,
         KbsCmd::Log { db, limit, json } => {
             let events = open(&db)?.recent_events(limit)?;
             if json {
@@ -221,6 +270,70 @@ pub fn run(cmd: KbsCmd) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn device(cmd: DeviceCmd) -> anyhow::Result<()> {
+    match cmd {
+        DeviceCmd::List { db, json } => {
+            let devices = open(&db)?.devices()?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&devices)?);
+                return Ok(());
+            }
+            println!(
+                "{:<20}  {:<8}  {:<16}  {:<20}  {:<10}  {:<12}  {:<16}  health",
+                "device", "status", "ak", "last check-in", "agent", "model", "slot"
+            );
+            for d in &devices {
+                let c = d.checkin.as_ref();
+                let field = |k: &str| {
+                    c.and_then(|c| c.get(k))
+                        .and_then(|v| v.as_str())
+                        .unwrap_or("-")
+                        .to_owned()
+                };
+                let model = field("model_digest");
+                println!(
+                    "{:<20}  {:<8}  {:<16}  {:<20}  {:<10}  {:<12}  {:<16}  {}",
+                    d.device_id.as_str(),
+                    if d.revoked_at.is_some() {
+                        "REVOKED"
+                    } else {
+                        "active"
+                    },
+                    &d.ak_name[..d.ak_name.len().min(16)],
+                    d.checkin_at
+                        .map(|t| UnixTime::from_secs(t).to_string())
+                        .unwrap_or_else(|| "never".into()),
+                    field("agent_version"),
+                    &model[..model.len().min(12)],
+                    field("slot_state"),
+                    field("health"),
+                );
+            }
+        }
+        DeviceCmd::Revoke { device_id, db } => {
+            if !open(&db)?.revoke_device(&device_id, UnixTime::now())? {
+                bail!("no device {device_id} in {}", db.display());
+            }
+            println!("revoked device {device_id}");
+        }
+        DeviceCmd::Log { db, limit } => {
+            for e in open(&db)?.recent_device_events(limit)? {
+                println!(
+                    "{}  {:<8}  {:<18}  {:<20}  {:<24}  {:<15}  {}",
+                    UnixTime::from_secs(e.at),
+                    e.outcome,
+                    e.reason,
+                    e.device_id.as_deref().unwrap_or("-"),
+                    e.route,
+                    e.source.as_deref().unwrap_or("-"),
+                    e.detail.as_deref().unwrap_or(""),
+                );
+            }
+        }
+    }
+    Ok(())
 }
 
 fn open(db: &Path) -> anyhow::Result<Store> {
