@@ -3,7 +3,7 @@
 //! nonce + evidence verification + the request) against the same request
 //! on an established, already verified connection. One run, same server.
 //!
-//! `cargo bench --profile dev -p confidant-server --bench attested_ttft`
+//! `cargo bench --profile dev --workspace --bench attested_ttft`
 //! (the dev profile builds dependencies at opt-level 3; no second build).
 //! Env: `TTFT_RUNS` (20), `CONFIDANT_MODEL` (else `scripts/fetch-model`),
 //! `TTFT_ATTESTER` (`insecure-dev`; `tpm` needs `TTFT_TCTI` and
