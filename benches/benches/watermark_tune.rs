@@ -123,7 +123,10 @@ impl ProcessorFactory for Factory {
         let marks = GAMMAS
             .iter()
             .map(|&g| {
-                let p = WatermarkParams::new(g, 1.0, 1, SeedingScheme::LeftHash).unwrap();
+                // No gate: the mask must be the green list at every step.
+                let p = WatermarkParams::new(g, 1.0, 1, SeedingScheme::LeftHash)
+                    .and_then(|p| p.with_min_entropy(0.0))
+                    .unwrap();
                 Watermark::new(WatermarkKey::from_bytes(&self.key_bytes).unwrap(), p).processor()
             })
             .collect();

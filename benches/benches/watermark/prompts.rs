@@ -39,7 +39,6 @@ pub const FORMS: &[&str] = &[
     "Write a travel blog post that mentions {}.",
 ];
 
-
 /// The user message of request `i` (every `i` below 200 is distinct).
 pub fn message(i: usize) -> String {
     let form = FORMS[(i / TOPICS.len()) % FORMS.len()];
