@@ -4,7 +4,10 @@
 //! unbiased model), wrong-key behaviour, and decode speed with and without
 //! the watermark.
 //!
-//! `cargo bench -p confidant-benches --bench watermark_eval`
+//! `cargo bench --profile dev -p confidant-benches --bench watermark_eval`
+//! (the dev profile builds dependencies and `confidant-inference` at
+//! opt-level 3, so the figures match a release build's hot path). Results:
+//! `BENCHMARKS.md` (output watermark); histogram: `scripts/watermark-histogram`.
 //!
 //! Env: `WM_GENERATIONS` (200), `WM_TOKENS` (200), `WM_BATCH` (16),
 //! `BENCH_THREADS` (2), `WM_GAMMA`/`WM_DELTA`/`WM_CONTEXT_WIDTH`/`WM_SCHEME`/`WM_MIN_ENTROPY`
@@ -39,41 +42,8 @@ use confidant_inference::{ChatMessage, ChatTemplate, Gguf, Tokenizer};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-const TOPICS: &[&str] = &[
-    "the ocean",
-    "a city at night",
-    "learning a new language",
-    "the history of bread",
-    "an old friendship",
-    "a mountain village",
-    "space exploration",
-    "an old library",
-    "gardening in spring",
-    "a rainy afternoon",
-    "steam trains",
-    "the printing press",
-    "a chess tournament",
-    "honey bees",
-    "a winter festival",
-    "cooking for a large family",
-    "a lost dog",
-    "the desert",
-    "music lessons",
-    "a small bakery",
-];
-
-const FORMS: &[&str] = &[
-    "Write a short story about {}.",
-    "Describe {} in vivid detail.",
-    "Write an essay about {}.",
-    "Explain {} to a ten-year-old.",
-    "Write a letter to a friend about {}.",
-    "Write a news report about {}.",
-    "Tell me some interesting facts about {} and explain each one.",
-    "Write a diary entry about {}.",
-    "Give a short speech about {}.",
-    "Write a travel blog post that mentions {}.",
-];
+#[path = "watermark/prompts.rs"]
+mod prompts;
 
 fn env_usize(k: &str, d: usize) -> usize {
     std::env::var(k)
@@ -108,14 +78,18 @@ fn fetched(env: &str, script: &str) -> PathBuf {
     )
 }
 
-type Sink = Arc<Mutex<Vec<f64>>>;
+/// Per sampled token: `(log p(token), entropy of the distribution it was
+/// drawn from)` under the unbiased model, in nats.
+type Sink = Arc<Mutex<Vec<(f64, f64)>>>;
 
-/// Records `log p(sampled token)` under the logits it sees (the unbiased
-/// model, since it runs first).
+/// Records, for every sampled token but the last, its log-probability and
+/// the Shannon entropy of the step, under the logits it sees: the unbiased
+/// model at temperature 1, since it runs first in the chain.
 struct Recorder {
     sink: Sink,
     prev: Vec<f32>,
     prev_lse: f64,
+    prev_entropy: f64,
 }
 
 impl LogitProcessor for Recorder {
@@ -127,11 +101,20 @@ impl LogitProcessor for Recorder {
             && let Some(&t) = ctx.tokens.last()
         {
             let lp = self.prev[t as usize] as f64 - self.prev_lse;
-            self.sink.lock().unwrap().push(lp);
+            self.sink.lock().unwrap().push((lp, self.prev_entropy));
         }
         let max = logits.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b)) as f64;
-        let sum: f64 = logits.iter().map(|&l| (l as f64 - max).exp()).sum();
-        self.prev_lse = max + sum.ln();
+        let (mut z, mut zl) = (0f64, 0f64);
+        for &l in logits.iter() {
+            let d = l as f64 - max;
+            if d > -60.0 {
+                let e = d.exp();
+                z += e;
+                zl += e * d;
+            }
+        }
+        self.prev_lse = max + z.ln();
+        self.prev_entropy = z.ln() - zl / z;
         self.prev.clear();
         self.prev.extend_from_slice(logits);
     }
@@ -178,6 +161,7 @@ impl ProcessorFactory for BenchFactory {
                 sink,
                 prev: Vec::new(),
                 prev_lse: 0.0,
+                prev_entropy: 0.0,
             }));
         }
         v.push(Box::new(BanEog(self.eog.clone())));
@@ -284,6 +268,11 @@ fn params_from_env() -> WatermarkParams {
             v.parse::<SeedingScheme>().expect("WM_SCHEME")
         }),
     )
+    .and_then(|p| {
+        p.with_min_entropy(
+            f("WM_MIN_ENTROPY").map_or(d.min_entropy(), |v| v.parse().expect("WM_MIN_ENTROPY")),
+        )
+    })
     .expect("watermark parameters")
 }
 
@@ -373,10 +362,8 @@ fn main() {
     );
 
     let prompt_tokens = |i: usize| -> Vec<u32> {
-        let form = FORMS[(i / TOPICS.len()) % FORMS.len()];
-        let topic = TOPICS[i % TOPICS.len()];
         let text = template
-            .render(&[ChatMessage::new("user", form.replace("{}", topic))], true)
+            .render(&[ChatMessage::new("user", prompts::message(i))], true)
             .expect("render");
         tok.encode(&text, true).expect("encode")
     };
@@ -429,25 +416,27 @@ fn main() {
             if on { &mut batch_wm } else { &mut batch_plain }.push(tps);
         }
     }
-    let (s_wm, s_pl) = (median(&mut single_wm), median(&mut single_plain));
-    let (b_wm, b_pl) = (median(&mut batch_wm), median(&mut batch_plain));
-    println!(
-        "decode, one stream: {s_pl:.1} tok/s plain, {s_wm:.1} tok/s watermarked ({:+.1}%); \
-         processor share of a plain step {:.2}%",
-        100.0 * (s_wm / s_pl - 1.0),
-        100.0 * step_us * 1e-6 * s_pl
-    );
-    println!(
-        "decode, batch of {batch}: {b_pl:.1} tok/s plain, {b_wm:.1} tok/s watermarked ({:+.1}%)",
-        100.0 * (b_wm / b_pl - 1.0)
-    );
+    if speed_runs > 0 {
+        let (s_wm, s_pl) = (median(&mut single_wm), median(&mut single_plain));
+        let (b_wm, b_pl) = (median(&mut batch_wm), median(&mut batch_plain));
+        println!(
+            "decode, one stream: {s_pl:.1} tok/s plain, {s_wm:.1} tok/s watermarked ({:+.1}%); \
+             processor share of a plain step {:.2}% (medians of {speed_runs} runs each)",
+            100.0 * (s_wm / s_pl - 1.0),
+            100.0 * step_us * 1e-6 * s_pl
+        );
+        println!(
+            "decode, batch of {batch}: {b_pl:.1} tok/s plain, {b_wm:.1} tok/s watermarked ({:+.1}%)",
+            100.0 * (b_wm / b_pl - 1.0)
+        );
+    }
 
     // 3. The evaluation set: n_gen prompts, each with and without the
     //    watermark, interleaved, temperatures 0.7..1.0.
     let t = Instant::now();
     let mut pending = Vec::new();
     for i in 0..n_gen {
-        let temp = 0.7 + 0.1 * (i % 4) as f32;
+        let temp = prompts::temperature(i);
         for on in [true, false] {
             let sink: Sink = Arc::default();
             let rx = bench.submit(
@@ -462,18 +451,24 @@ fn main() {
     }
     let mut marked = Vec::new();
     let mut plain = Vec::new();
-    let (mut ll_wm, mut ll_plain) = (Vec::new(), Vec::new());
+    // Per text: (mean log-likelihood, mean entropy) under the unbiased model.
+    let (mut q_wm, mut q_plain) = (Vec::new(), Vec::new());
     let mut generated = 0;
     for (on, sink, rx) in pending {
         let o = collect(rx);
         generated += o.tokens;
-        let lp = sink.lock().unwrap().clone();
+        let rec = sink.lock().unwrap().clone();
+        let n = rec.len().max(1) as f64;
+        let per_text = (
+            rec.iter().map(|r| r.0).sum::<f64>() / n,
+            rec.iter().map(|r| r.1).sum::<f64>() / n,
+        );
         if on {
             marked.push(o.text);
-            ll_wm.extend(lp);
+            q_wm.push(per_text);
         } else {
             plain.push(o.text);
-            ll_plain.extend(lp);
+            q_plain.push(per_text);
         }
     }
     let gen_secs = t.elapsed().as_secs_f64();
@@ -483,31 +478,40 @@ fn main() {
         generated as f64 / gen_secs
     );
 
-    // 4. Detection.
+    // 4. Detection: every text re-tokenized from its characters, as a
+    //    third party holding the key would.
     let opts = DetectOptions::default();
-    let z_of = |w: &Watermark, text: &str| w.detect_text(&tok, text, &opts).expect("detect");
-    let z_marked: Vec<f64> = marked.iter().map(|t| z_of(&wm, t).z).collect();
-    let verdicts: Vec<Verdict> = marked.iter().map(|t| z_of(&wm, t).verdict).collect();
-    let scored: Vec<f64> = marked
+    let detect = |w: &Watermark, text: &str| w.detect_text(&tok, text, &opts).expect("detect");
+    let d_marked: Vec<_> = marked.iter().map(|t| detect(&wm, t)).collect();
+    let z_marked: Vec<f64> = d_marked.iter().map(|d| d.z).collect();
+    let scored: Vec<f64> = d_marked.iter().map(|d| d.scored_tokens as f64).collect();
+    let insufficient = d_marked
         .iter()
-        .map(|t| z_of(&wm, t).scored_tokens as f64)
-        .collect();
-    let z_plain: Vec<f64> = plain.iter().map(|t| z_of(&wm, t).z).collect();
-    let z_wrong: Vec<f64> = marked.iter().map(|t| z_of(&wrong, t).z).collect();
-    let insufficient = verdicts
+        .filter(|d| d.verdict == Verdict::Insufficient)
+        .count();
+    let z_plain: Vec<f64> = plain.iter().map(|t| detect(&wm, t).z).collect();
+    let z_wrong: Vec<f64> = marked.iter().map(|t| detect(&wrong, t).z).collect();
+    // The first 24 tokens of each watermarked text: too short for a verdict.
+    let short = marked
         .iter()
-        .filter(|v| **v == Verdict::Insufficient)
+        .filter(|t| {
+            let ids = tok.encode(t, false).expect("encode");
+            let head = &ids[..ids.len().min(24)];
+            wm.detect_tokens(head, &opts).verdict == Verdict::Insufficient
+        })
         .count();
 
-    // Human text: consecutive n_tok-token windows of the book.
+    // Human text: the book cut into consecutive passages of n_tok tokens
+    // (decoded, so that detection re-tokenizes them like any other text).
     let book = std::fs::read_to_string(&human_path).expect("read the human text");
     let book_tokens = tok.encode(&book, false).expect("encode");
     let z_human: Vec<f64> = book_tokens
         .chunks_exact(n_tok)
-        .map(|c| z_of(&wm, &tok.decode(c, true).expect("decode")).z)
+        .map(|c| detect(&wm, &tok.decode(c, true).expect("decode")).z)
         .collect();
 
-    // 5. Robustness: edit the watermarked texts' tokens, decode, re-detect.
+    // 5. Robustness: edit the watermarked texts' tokens (random positions,
+    //    random non-special replacement tokens), decode, re-detect.
     let mut rng = StdRng::seed_from_u64(42);
     let normal: Vec<u32> = (0..tok.vocab_size() as u32)
         .filter(|&t| !tok.is_special(t))
@@ -533,7 +537,7 @@ fn main() {
                 for p in gone {
                     ids.remove(p);
                 }
-                z_of(&wm, &tok.decode(&ids, true).expect("decode")).z
+                detect(&wm, &tok.decode(&ids, true).expect("decode")).z
             })
             .collect()
     };
@@ -541,60 +545,71 @@ fn main() {
     let z_sub25 = attacked(0.25, 0.0);
     let z_del10 = attacked(0.0, 0.10);
 
-    // 6. Quality: mean log-likelihood per token under the unbiased model.
+    // 6. Quality: mean per-token log-likelihood under the unbiased model,
+    //    over all tokens of a class; the paired difference per prompt gives
+    //    its standard error (same prompt, temperature and seed).
+    let ll = |q: &[(f64, f64)]| q.iter().map(|x| x.0).collect::<Vec<f64>>();
+    let (ll_wm, ll_plain) = (ll(&q_wm), ll(&q_plain));
     let (m_wm, m_pl) = (mean(&ll_wm), mean(&ll_plain));
-    let ppl_wm = (-m_wm).exp();
-    let ppl_pl = (-m_pl).exp();
+    let diff: Vec<f64> = ll_wm.iter().zip(&ll_plain).map(|(a, b)| a - b).collect();
+    let se = sd(&diff) / (diff.len().max(1) as f64).sqrt();
+    let (ppl_wm, ppl_pl) = ((-m_wm).exp(), (-m_pl).exp());
+    let ent_plain = mean(&q_plain.iter().map(|x| x.1).collect::<Vec<f64>>());
 
+    let rows = [
+        ("watermarked", &z_marked),
+        ("unwatermarked", &z_plain),
+        ("human (Pride and Prejudice)", &z_human),
+        ("watermarked, wrong key", &z_wrong),
+        ("watermarked, 10% substituted", &z_sub10),
+        ("watermarked, 25% substituted", &z_sub25),
+        ("watermarked, 10% deleted", &z_del10),
+    ];
     println!(
-        "\n## Results ({:.0} s in all)",
+        "\n## Results ({:.0} s in all)\n",
         started.elapsed().as_secs_f64()
     );
-    println!("threshold z >= {}", opts.z_threshold);
     println!(
-        "watermarked:   detected {} | insufficient {insufficient} | z {}",
-        rate(&z_marked, 4.0),
-        quantiles(&z_marked)
-    );
-    println!("  scored tokens per text: {}", quantiles(&scored));
-    println!(
-        "unwatermarked: false positives {} | z {}",
-        rate(&z_plain, 4.0),
-        quantiles(&z_plain)
+        "threshold z >= {}; {n_tok}-token texts; scored tokens per watermarked text: {}",
+        opts.z_threshold,
+        quantiles(&scored)
     );
     println!(
-        "human text ({} windows of {n_tok} tokens from {}): false positives {} | z {}",
-        z_human.len(),
-        human_path.file_name().unwrap().to_string_lossy(),
-        rate(&z_human, 4.0),
-        quantiles(&z_human)
+        "insufficient verdicts among full watermarked texts: {insufficient}; \
+         first 24 tokens only: {short}/{} insufficient\n",
+        marked.len()
     );
+    println!("| texts | n | z ≥ 4 | z min | z median | z max | z mean |");
+    println!("|---|---:|---:|---:|---:|---:|---:|");
+    for (name, z) in rows {
+        let mut s = z.to_vec();
+        s.sort_by(f64::total_cmp);
+        let (lo, mid, hi) = match s.len() {
+            0 => (f64::NAN, f64::NAN, f64::NAN),
+            n => (s[0], s[n / 2], s[n - 1]),
+        };
+        println!(
+            "| {name} | {} | {} | {lo:.2} | {mid:.2} | {hi:.2} | {:.2} |",
+            z.len(),
+            rate(z, opts.z_threshold),
+            mean(z)
+        );
+    }
+    println!();
+    for (name, z) in rows {
+        println!("{name}: z {}", quantiles(z));
+    }
     println!(
-        "wrong key on watermarked: z mean {:.2} sd {:.2} | positives {}",
+        "wrong key on watermarked: z mean {:.2} sd {:.2}",
         mean(&z_wrong),
-        sd(&z_wrong),
-        rate(&z_wrong, 4.0)
-    );
-    println!(
-        "10% substituted: detected {} | z {}",
-        rate(&z_sub10, 4.0),
-        quantiles(&z_sub10)
-    );
-    println!(
-        "25% substituted: detected {} | z {}",
-        rate(&z_sub25, 4.0),
-        quantiles(&z_sub25)
-    );
-    println!(
-        "10% deleted:     detected {} | z {}",
-        rate(&z_del10, 4.0),
-        quantiles(&z_del10)
+        sd(&z_wrong)
     );
     println!(
         "quality: mean log-likelihood per token {m_pl:.4} plain, {m_wm:.4} watermarked \
-         ({} and {} tokens); perplexity {ppl_pl:.3} -> {ppl_wm:.3} ({:+.1}%)",
+         (difference {:+.4} ± {se:.4} s.e., {} texts each); perplexity {ppl_pl:.3} -> {ppl_wm:.3} ({:+.1}%); \
+         mean entropy of the unbiased model at plain-text steps {ent_plain:.2} nats",
+        m_wm - m_pl,
         ll_plain.len(),
-        ll_wm.len(),
         100.0 * (ppl_wm / ppl_pl - 1.0)
     );
 
@@ -607,6 +622,7 @@ fn main() {
     let json = serde_json::json!({
         "params": wm.public_params(),
         "tokens": n_tok,
+        "threshold": opts.z_threshold,
         "z_watermarked": z_marked,
         "z_unwatermarked": z_plain,
         "z_human": z_human,
@@ -614,6 +630,8 @@ fn main() {
         "z_sub10": z_sub10,
         "z_sub25": z_sub25,
         "z_del10": z_del10,
+        "loglik_watermarked": ll_wm,
+        "loglik_unwatermarked": ll_plain,
     });
     std::fs::write(&out, json.to_string()).expect("write the z-scores");
     println!("z-scores written to {}", out.display());

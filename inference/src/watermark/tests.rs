@@ -70,7 +70,11 @@ fn the_processor_adds_delta_to_exactly_the_green_tokens() {
     );
     for (t, &l) in logits.iter().enumerate().skip(4) {
         let green = w.is_green(&ctx, t as u32).unwrap();
-        assert_eq!(l, if green { 2.5 } else { 0.5 }, "token {t}");
+        assert_eq!(
+            l,
+            if green { 0.5 + DEFAULT_DELTA } else { 0.5 },
+            "token {t}"
+        );
     }
     assert_eq!(logits[3], f32::NEG_INFINITY);
     let frac = logits.iter().filter(|&&l| l > 1.0).count() as f64 / 49152.0;
@@ -201,7 +205,9 @@ fn repeated_windows_are_scored_once() {
 fn every_request_gets_the_watermark_whatever_its_parameters() {
     let w = wm(9);
     let ctx = [123u32];
-    // Logits where the best token is red and a green one is within δ of it.
+    // Logits where the best token is red and a green one is within δ of
+    // it, over a spread-out rest (high entropy, so the default gate lets
+    // the step through).
     let vocab = 2000u32;
     let red = (0..vocab).find(|&t| !w.is_green(&ctx, t).unwrap()).unwrap();
     let green = (0..vocab).find(|&t| w.is_green(&ctx, t).unwrap()).unwrap();
@@ -230,7 +236,7 @@ fn every_request_gets_the_watermark_whatever_its_parameters() {
         };
         let mut s = Sampler::new(p.clone(), chain).unwrap();
         assert_eq!(s.chain().names().last(), Some(&"watermark"), "{p:?}");
-        let mut logits = vec![-10.0f32; vocab as usize];
+        let mut logits = vec![-3.0f32; vocab as usize];
         logits[red as usize] = 1.0;
         logits[green as usize] = 0.0;
         let got = s.sample(
@@ -274,7 +280,7 @@ fn parameters_are_checked_and_round_trip() {
     let json = serde_json::to_string(&p).unwrap();
     assert_eq!(
         json,
-        r#"{"gamma":0.5,"delta":1.5,"context_width":4,"scheme":"hmac-sha256-minhash","min_entropy":0.0}"#
+        r#"{"gamma":0.5,"delta":1.5,"context_width":4,"scheme":"hmac-sha256-minhash","min_entropy":1.0}"#
     );
     assert_eq!(serde_json::from_str::<WatermarkParams>(&json).unwrap(), p);
     let bad = json.replace("0.5", "1.5");
@@ -283,8 +289,12 @@ fn parameters_are_checked_and_round_trip() {
     assert_eq!(gated.min_entropy(), 2.0);
     assert!(p.with_min_entropy(-1.0).is_err());
     assert!(p.with_min_entropy(f32::NAN).is_err());
+    // Parameters written before the gate existed had none.
     let older = r#"{"gamma":0.5,"delta":1.5,"context_width":4,"scheme":"hmac-sha256-minhash"}"#;
-    assert_eq!(serde_json::from_str::<WatermarkParams>(older).unwrap(), p);
+    assert_eq!(
+        serde_json::from_str::<WatermarkParams>(older).unwrap(),
+        p.with_min_entropy(0.0).unwrap()
+    );
     assert_eq!("lefthash".parse::<SeedingScheme>().unwrap(), LeftHash);
     assert!("sha1".parse::<SeedingScheme>().is_err());
 }
@@ -299,7 +309,7 @@ fn public_parameters_name_the_key_but_never_hold_it() {
             "version": "confidant-wm-v1",
             "scheme": "hmac-sha256-lefthash",
             "gamma": 0.25,
-            "delta": 2.0,
+            "delta": DEFAULT_DELTA,
             "context_width": 1,
             "min_entropy": DEFAULT_MIN_ENTROPY,
             "key_id": "630dcd2966c43366",
