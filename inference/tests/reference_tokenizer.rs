@@ -199,8 +199,7 @@ fn encoding_is_fast() {
         text.len(),
         ids.len()
     );
-    // Well under a few ms on a normal machine; the bound leaves room for a
-    // loaded CI box while still catching quadratic behaviour.
-    assert!(took.as_millis() < 250, "encoding took {took:?}");
+    // Speed is a bench's job (no timed assertions in tests); the time is
+    // printed for whoever looks.
     assert_eq!(tok.decode(&ids, false).unwrap(), text);
 }

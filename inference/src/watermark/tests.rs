@@ -319,36 +319,6 @@ fn public_parameters_name_the_key_but_never_hold_it() {
     assert!(!text.contains("000102030405"), "{text}");
 }
 
-/// The watermark must cost at most 2% of a ~20 ms decode step on a
-/// 49,152-token vocabulary, i.e. < 0.4 ms. Debug builds of the crate are
-/// optimised (see the workspace profile), so this holds in `cargo test` too;
-/// the budget here is loose (shared CI machines), the bench reports the figure.
-#[test]
-fn one_step_over_a_49k_vocabulary_is_cheap() {
-    let w = wm(5);
-    let mut p = w.processor();
-    let mut logits = vec![0.0f32; 49152];
-    let mut tokens = vec![1u32, 2, 3];
-    let n = 200;
-    let t = std::time::Instant::now();
-    for i in 0..n {
-        tokens.push(i);
-        p.process(
-            &ProcessContext {
-                tokens: &tokens,
-                prompt_len: 3,
-            },
-            &mut logits,
-        );
-    }
-    let per_step = t.elapsed() / n;
-    eprintln!("watermark step over 49,152 logits: {per_step:?}");
-    assert!(
-        per_step < std::time::Duration::from_micros(1000),
-        "{per_step:?} per step"
-    );
-}
-
 #[test]
 fn entropy_is_measured_in_nats() {
     let mut scratch = Vec::new();
