@@ -264,18 +264,16 @@ impl Decryptor {
             let (mut hasher, mut run) = {
                 let mut st = lock(&sh.hash);
                 st.ready.insert(i, done);
-                if st.hasher.is_none() {
-                    continue; // another worker is hashing and will pick it up
-                }
+                // `None`: another worker is hashing and will pick it up.
+                let Some(hasher) = st.hasher.take() else {
+                    continue;
+                };
                 let run = st.pop_run();
                 if run.is_empty() {
+                    st.hasher = Some(hasher);
                     continue;
                 }
-                match st.hasher.take() {
-                    Some(h) => (h, run),
-                    // Checked `is_some` above under the same lock.
-                    None => continue,
-                }
+                (hasher, run)
             };
             loop {
                 for chunk in run {
