@@ -3,7 +3,8 @@
 //! the weights into the server's buffer).
 //!
 //! Uses the default model (`$CONFIDANT_MODEL`, else `scripts/fetch-model`'s
-//! last output line). Run: `cargo bench -p confidant-benches --bench container`.
+//! last output line). Run: `cargo bench --profile dev -p confidant-benches --bench container`
+//! (the dev profile builds dependencies at opt-level 3).
 
 use std::hint::black_box;
 use std::num::NonZeroUsize;
@@ -59,8 +60,17 @@ fn bench(c: &mut Criterion) {
         })
     });
 
-    // The format's floor: one sequential SHA-256 over the plaintext.
+    // The format's floor: one sequential SHA-256 over the plaintext, with
+    // the implementation the container uses (aws-lc-rs) and with `sha2`.
     g.bench_function("sha256_only", |b| {
+        b.iter(|| {
+            black_box(aws_lc_rs::digest::digest(
+                &aws_lc_rs::digest::SHA256,
+                black_box(&plain),
+            ))
+        })
+    });
+    g.bench_function("sha256_only_sha2", |b| {
         b.iter(|| black_box(sha2::Sha256::digest(black_box(&plain))))
     });
 

@@ -6,11 +6,10 @@ use std::num::NonZeroUsize;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
-use sha2::{Digest, Sha256};
 use zeroize::{Zeroize, Zeroizing};
 
 use super::encrypt::read_up_to;
-use super::{ChunkCipher, DIAGNOSIS_BUDGET, key_commitment, subtle_eq};
+use super::{ChunkCipher, DIAGNOSIS_BUDGET, Sha256, key_commitment, subtle_eq};
 use crate::datakey::DataKey;
 use crate::error::{Error, Result};
 use crate::header::{Header, TAG_LEN};
@@ -133,7 +132,7 @@ impl Decryptor {
                 key_id: header.key_id.to_string(),
             });
         }
-        let cipher = ChunkCipher::new(key, header.nonce_prefix);
+        let cipher = ChunkCipher::new(key, header.nonce_prefix)?;
         if !cipher.open(
             &cipher.header_nonce(),
             header.tag_aad(),
@@ -265,14 +264,16 @@ impl Decryptor {
             let (mut hasher, mut run) = {
                 let mut st = lock(&sh.hash);
                 st.ready.insert(i, done);
-                if st.hasher.is_none() {
-                    continue; // another worker is hashing and will pick it up
-                }
+                // `None`: another worker is hashing and will pick it up.
+                let Some(hasher) = st.hasher.take() else {
+                    continue;
+                };
                 let run = st.pop_run();
                 if run.is_empty() {
+                    st.hasher = Some(hasher);
                     continue;
                 }
-                (st.hasher.take().unwrap_or_default(), run)
+                (hasher, run)
             };
             loop {
                 for chunk in run {
@@ -289,7 +290,7 @@ impl Decryptor {
     }
 
     /// Reads chunk `i` into `region` (its plaintext length) and decrypts it
-    /// there. On failure `region` holds ciphertext only.
+    /// there. On failure `region` is zeroed.
     fn decrypt_chunk_at<S: ChunkSource + ?Sized>(
         &self,
         src: &S,
@@ -307,10 +308,14 @@ impl Decryptor {
             .cipher
             .open(&nonce, self.header.as_bytes(), region, &tag)
         {
-            Ok(())
-        } else {
-            Err(self.diagnose(i, region, &tag))
+            return Ok(());
         }
+        // `open` wiped `region`; read the ciphertext again for the diagnosis.
+        let mut ciphertext = vec![0u8; region.len()];
+        if src.read_exact_at(&mut ciphertext, off).is_err() {
+            return Err(Error::ChunkAuth { index: i });
+        }
+        Err(self.diagnose(i, &ciphertext, &tag))
     }
 
     /// Chunk `i` failed: find whether it is another position's chunk
@@ -329,11 +334,13 @@ impl Decryptor {
             let Ok(nonce) = self.cipher.chunk_nonce(j, n) else {
                 continue;
             };
-            scratch.copy_from_slice(ciphertext);
-            if self
-                .cipher
-                .open(&nonce, self.header.as_bytes(), &mut scratch, tag)
-            {
+            if self.cipher.open_to(
+                &nonce,
+                self.header.as_bytes(),
+                ciphertext,
+                tag,
+                &mut scratch,
+            ) {
                 return Error::ChunkReordered {
                     position: i,
                     belongs_at: j,
@@ -344,7 +351,7 @@ impl Decryptor {
     }
 
     fn finish(&self, hasher: Sha256) -> Result<VerifiedPlaintext> {
-        let digest: [u8; 32] = hasher.finalize().into();
+        let digest = hasher.finish();
         if !bool::from(subtle_eq(&digest, &self.header.plaintext_sha256)) {
             return Err(Error::DigestMismatch {
                 expected: hex::encode(self.header.plaintext_sha256),
@@ -369,7 +376,8 @@ impl Decryptor {
     ) -> Result<VerifiedPlaintext> {
         let n = self.header.chunk_count();
         let expected = self.header.container_len();
-        let mut buf = Zeroizing::new(vec![0u8; self.header.chunk_size() as usize + TAG_LEN]);
+        let mut buf = vec![0u8; self.header.chunk_size() as usize + TAG_LEN];
+        let mut plain = Zeroizing::new(vec![0u8; self.header.chunk_size() as usize]);
         let mut hasher = Sha256::new();
         let mut consumed = self.header.len() as u64;
         for i in 0..n {
@@ -384,15 +392,16 @@ impl Decryptor {
                     actual: consumed,
                 });
             }
-            let (chunk, rest) = buf[..want].split_at_mut(len);
+            let (ciphertext, rest) = buf[..want].split_at(len);
             let mut tag = [0u8; TAG_LEN];
             tag.copy_from_slice(rest);
             let nonce = self.cipher.chunk_nonce(i, n)?;
+            let chunk = &mut plain[..len];
             if !self
                 .cipher
-                .open(&nonce, self.header.as_bytes(), chunk, &tag)
+                .open_to(&nonce, self.header.as_bytes(), ciphertext, &tag, chunk)
             {
-                return Err(self.diagnose(i, chunk, &tag));
+                return Err(self.diagnose(i, ciphertext, &tag));
             }
             hasher.update(&*chunk);
             writer

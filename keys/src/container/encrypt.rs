@@ -3,10 +3,9 @@
 
 use std::io::{self, Read, Write};
 
-use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
-use super::{ChunkCipher, key_commitment};
+use super::{ChunkCipher, Sha256, key_commitment};
 use crate::datakey::{DataKey, fill_random};
 use crate::error::{Error, Result};
 use crate::header::{ChunkSize, Header, KeyId, MetadataText, ModelFormat, NONCE_PREFIX_LEN};
@@ -67,7 +66,7 @@ impl PlaintextInfo {
         }
         Ok(PlaintextInfo {
             len,
-            sha256: h.finalize().into(),
+            sha256: h.finish(),
         })
     }
 
@@ -75,7 +74,7 @@ impl PlaintextInfo {
     pub fn of(bytes: &[u8]) -> Self {
         PlaintextInfo {
             len: bytes.len() as u64,
-            sha256: Sha256::digest(bytes).into(),
+            sha256: Sha256::digest(bytes),
         }
     }
 }
@@ -122,7 +121,7 @@ fn encrypt_with_prefix<R: Read, W: Write>(
     mut reader: R,
     mut writer: W,
 ) -> Result<Header> {
-    let cipher = ChunkCipher::new(key, prefix);
+    let cipher = ChunkCipher::new(key, prefix)?;
     let mut header = Header::build(
         params.format,
         params.chunk_size,
@@ -171,7 +170,7 @@ fn encrypt_with_prefix<R: Read, W: Write>(
             reason: format!("plaintext is longer than the {} bytes announced", info.len),
         });
     }
-    let digest: [u8; 32] = hasher.finalize().into();
+    let digest = hasher.finish();
     if digest != info.sha256 {
         return Err(Error::InputChanged {
             reason: "plaintext SHA-256 differs from the one announced".into(),

@@ -8,10 +8,11 @@
 //!   commitment, so that a wrong key and an edited header are told apart
 //!   before any chunk is touched.
 //!
-//! Decryption verifies each chunk's tag *before* producing its plaintext
-//! (AES-GCM as implemented by `aes-gcm` computes GHASH over the ciphertext,
-//! compares in constant time, and only then applies the keystream), so the
-//! bytes of a failing chunk are never plaintext. On any error,
+//! AES-GCM and SHA-256 are aws-lc-rs (AES-NI/VAES + PCLMULQDQ and SHA-NI
+//! assembly). Its AES-GCM decrypts and authenticates in one pass, so a
+//! failing chunk's buffer may briefly hold unauthenticated plaintext:
+//! [`ChunkCipher::open`] zeroes it before reporting the failure, so the
+//! bytes of a failing chunk never reach the caller. On any error,
 //! [`Decryptor::decrypt_into`] additionally zeroes the whole output buffer, so
 //! the caller never keeps plaintext from a container that did not verify.
 
@@ -23,9 +24,9 @@ pub use encrypt::{
     EncryptParams, PlaintextInfo, encrypt, encrypt_with_fixed_nonce_prefix_for_test_vectors,
 };
 
-use aes_gcm::aead::{AeadInOut, KeyInit};
-use aes_gcm::{Aes256Gcm, Nonce, Tag};
-use sha2::{Digest, Sha256};
+use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
+use aws_lc_rs::digest;
+use zeroize::Zeroize;
 
 use crate::datakey::DataKey;
 use crate::error::{Error, Result};
@@ -49,32 +50,75 @@ fn key_commitment(key: &DataKey, prefix: &[u8; NONCE_PREFIX_LEN]) -> [u8; 32] {
     h.update(COMMITMENT_LABEL);
     h.update(prefix);
     h.update(key.expose());
-    h.finalize().into()
+    h.finish()
+}
+
+/// Incremental SHA-256 (aws-lc-rs, SHA-NI where the CPU has it).
+#[derive(Clone)]
+struct Sha256(digest::Context);
+
+impl Sha256 {
+    fn new() -> Self {
+        Sha256(digest::Context::new(&digest::SHA256))
+    }
+
+    fn update(&mut self, data: &[u8]) {
+        self.0.update(data);
+    }
+
+    fn finish(self) -> [u8; 32] {
+        let mut out = [0u8; 32];
+        // A SHA-256 digest is 32 bytes.
+        out.copy_from_slice(self.0.finish().as_ref());
+        out
+    }
+
+    fn digest(data: &[u8]) -> [u8; 32] {
+        let mut h = Sha256::new();
+        h.update(data);
+        h.finish()
+    }
+}
+
+/// A 96-bit AES-GCM nonce: `prefix(7) ‖ be32(counter) ‖ flag`.
+#[derive(Clone, Copy)]
+struct ChunkNonce([u8; 12]);
+
+impl ChunkNonce {
+    fn get(self) -> Nonce {
+        Nonce::assume_unique_for_key(self.0)
+    }
 }
 
 /// AES-256-GCM keyed with the data key, plus the nonce prefix.
 struct ChunkCipher {
-    aead: Aes256Gcm,
+    /// aws-lc-rs wipes the expanded key when it is dropped.
+    aead: LessSafeKey,
     prefix: [u8; NONCE_PREFIX_LEN],
 }
 
 impl ChunkCipher {
-    fn new(key: &DataKey, prefix: [u8; NONCE_PREFIX_LEN]) -> Self {
-        ChunkCipher {
-            aead: Aes256Gcm::new(&(*key.expose()).into()),
+    fn new(key: &DataKey, prefix: [u8; NONCE_PREFIX_LEN]) -> Result<Self> {
+        // The key bytes are read in place from the `ZeroizeOnDrop` data key;
+        // no copy is made here. `new` fails only for a key that is not 32
+        // bytes (excluded by the type) or if aws-lc cannot set up a context.
+        let key = UnboundKey::new(&AES_256_GCM, key.expose())
+            .map_err(|_| Error::invalid("data key", "AES-256-GCM key setup failed"))?;
+        Ok(ChunkCipher {
+            aead: LessSafeKey::new(key),
             prefix,
-        }
+        })
     }
 
-    fn nonce(&self, counter: u32, flag: u8) -> Nonce<aes_gcm::aead::consts::U12> {
+    fn nonce(&self, counter: u32, flag: u8) -> ChunkNonce {
         let mut n = [0u8; 12];
         n[..NONCE_PREFIX_LEN].copy_from_slice(&self.prefix);
         n[7..11].copy_from_slice(&counter.to_be_bytes());
         n[11] = flag;
-        n.into()
+        ChunkNonce(n)
     }
 
-    fn chunk_nonce(&self, index: u64, count: u64) -> Result<Nonce<aes_gcm::aead::consts::U12>> {
+    fn chunk_nonce(&self, index: u64, count: u64) -> Result<ChunkNonce> {
         let counter = u32::try_from(index)
             .map_err(|_| Error::malformed("container", "chunk index beyond 2^32"))?;
         let flag = if index + 1 == count {
@@ -85,36 +129,51 @@ impl ChunkCipher {
         Ok(self.nonce(counter, flag))
     }
 
-    fn seal(
-        &self,
-        nonce: &Nonce<aes_gcm::aead::consts::U12>,
-        aad: &[u8],
-        buf: &mut [u8],
-    ) -> Result<[u8; TAG_LEN]> {
+    fn seal(&self, nonce: &ChunkNonce, aad: &[u8], buf: &mut [u8]) -> Result<[u8; TAG_LEN]> {
         let tag = self
             .aead
-            .encrypt_inout_detached(nonce, aad, buf.into())
+            .seal_in_place_separate_tag(nonce.get(), Aad::from(aad), buf)
             // Only fails for inputs beyond GCM's 2^36-byte limit; chunks are <= 16 MiB.
             .map_err(|_| Error::invalid("chunk", "too long for AES-GCM"))?;
-        Ok(tag.into())
+        let mut out = [0u8; TAG_LEN];
+        out.copy_from_slice(tag.as_ref());
+        Ok(out)
     }
 
-    /// Verifies then decrypts in place; on failure `buf` still holds the
-    /// ciphertext (no keystream was applied).
-    fn open(
+    /// Verifies and decrypts `buf` in place. On failure `buf` is zeroed:
+    /// its ciphertext is gone, and no unauthenticated plaintext is left.
+    fn open(&self, nonce: &ChunkNonce, aad: &[u8], buf: &mut [u8], tag: &[u8; TAG_LEN]) -> bool {
+        let ok = self
+            .aead
+            .open_in_place_separate_tag(nonce.get(), Aad::from(aad), tag, buf)
+            .is_ok();
+        if !ok {
+            buf.zeroize();
+        }
+        ok
+    }
+
+    /// Verifies and decrypts `ciphertext` into `out` (of the same length),
+    /// leaving `ciphertext` untouched. On failure `out` is zeroed.
+    fn open_to(
         &self,
-        nonce: &Nonce<aes_gcm::aead::consts::U12>,
+        nonce: &ChunkNonce,
         aad: &[u8],
-        buf: &mut [u8],
+        ciphertext: &[u8],
         tag: &[u8; TAG_LEN],
+        out: &mut [u8],
     ) -> bool {
-        let tag: Tag = (*tag).into();
-        self.aead
-            .decrypt_inout_detached(nonce, aad, buf.into(), &tag)
-            .is_ok()
+        let ok = self
+            .aead
+            .open_separate_gather(nonce.get(), Aad::from(aad), ciphertext, tag, out)
+            .is_ok();
+        if !ok {
+            out.zeroize();
+        }
+        ok
     }
 
-    fn header_nonce(&self) -> Nonce<aes_gcm::aead::consts::U12> {
+    fn header_nonce(&self) -> ChunkNonce {
         self.nonce(u32::MAX, FLAG_HEADER)
     }
 }
