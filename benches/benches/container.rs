@@ -12,8 +12,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use confidant_keys::{
-    ChunkSize, DataKey, Decryptor, EncryptParams, Header, KeyId, ModelFormat, PlaintextInfo,
-    encrypt,
+    ChunkSize, DataKey, Decryptor, DigestCheck, EncryptParams, Header, KeyId, ModelFormat,
+    PlaintextInfo, encrypt,
 };
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use sha2::Digest;
@@ -94,6 +94,20 @@ fn bench(c: &mut Criterion) {
                 b.iter(|| {
                     d.decrypt_into(black_box(&container[..]), &mut out, t)
                         .unwrap();
+                })
+            });
+            // Every chunk tag verified; the digest taken from the
+            // authenticated header instead of hashing the plaintext again.
+            let name = format!("decrypt_aead/chunk_{}k/threads_{threads}", chunk / 1024);
+            g.bench_function(name, |b| {
+                b.iter(|| {
+                    d.decrypt_into_with(
+                        black_box(&container[..]),
+                        &mut out,
+                        t,
+                        DigestCheck::AuthenticatedHeader,
+                    )
+                    .unwrap();
                 })
             });
         }

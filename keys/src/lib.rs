@@ -40,7 +40,7 @@ mod kek;
 mod transport;
 
 pub use container::{
-    ChunkSource, Decryptor, EncryptParams, PlaintextInfo, VerifiedPlaintext, encrypt,
+    ChunkSource, Decryptor, DigestCheck, EncryptParams, PlaintextInfo, VerifiedPlaintext, encrypt,
     encrypt_with_fixed_nonce_prefix_for_test_vectors,
 };
 pub use datakey::{DATA_KEY_LEN, DataKey};

@@ -6,8 +6,8 @@ use std::num::NonZeroUsize;
 use std::path::PathBuf;
 
 use confidant_keys::{
-    ChunkSize, DataKey, Decryptor, EncryptParams, Error, Header, KeyId, MetadataText, ModelFormat,
-    PlaintextInfo, TAG_LEN, encrypt, encrypt_with_fixed_nonce_prefix_for_test_vectors,
+    ChunkSize, DataKey, Decryptor, DigestCheck, EncryptParams, Error, Header, KeyId, MetadataText,
+    ModelFormat, PlaintextInfo, TAG_LEN, encrypt, encrypt_with_fixed_nonce_prefix_for_test_vectors,
 };
 
 const CS: u32 = 4096;
@@ -46,14 +46,56 @@ fn threads(n: usize) -> NonZeroUsize {
     NonZeroUsize::new(n).unwrap()
 }
 
-/// Decrypts with `decrypt_into`; on error also checks the buffer was wiped.
+/// Decrypts with `decrypt_into` (digest recomputed); on error also checks
+/// the buffer was wiped. Every case is also run with the digest taken from
+/// the authenticated header, from memory and from a file (positional
+/// reads), which must agree: the only difference allowed is a header
+/// digest the encryptor itself got wrong, which only recomputing catches.
 fn open_into(container: &[u8], key: &DataKey, n: usize) -> Result<Vec<u8>, Error> {
-    let header = Header::parse(container)?;
+    let recomputed = open_into_with(container, key, n, DigestCheck::Recompute);
+    let mut file = tempfile::tempfile().unwrap();
+    file.write_all(container).unwrap();
+    for (source, header_only) in [
+        (
+            "memory",
+            open_into_with(container, key, n, DigestCheck::AuthenticatedHeader),
+        ),
+        (
+            "file",
+            open_into_with(&file, key, n, DigestCheck::AuthenticatedHeader),
+        ),
+    ] {
+        match (&recomputed, &header_only) {
+            (Ok(a), Ok(b)) => assert!(a == b, "{source}: plaintexts differ"),
+            (Err(Error::DigestMismatch { .. }), Ok(_)) => {}
+            (Err(a), Err(b)) => assert_eq!(a.to_string(), b.to_string(), "{source}"),
+            (a, b) => panic!(
+                "{source}: modes disagree: {:?} vs {:?}",
+                a.is_ok(),
+                b.is_ok()
+            ),
+        }
+    }
+    recomputed
+}
+
+fn open_into_with<S: confidant_keys::ChunkSource + ?Sized>(
+    container: &S,
+    key: &DataKey,
+    n: usize,
+    check: DigestCheck,
+) -> Result<Vec<u8>, Error> {
+    let mut head = vec![0u8; 64 * 1024];
+    let len = container.byte_len().unwrap().min(head.len() as u64) as usize;
+    container.read_exact_at(&mut head[..len], 0).unwrap();
+    let header = Header::parse(&head[..len])?;
     let d = Decryptor::new(header, key)?;
     let mut out = vec![0xAAu8; d.header().plaintext_len() as usize];
-    match d.decrypt_into(container, &mut out, threads(n)) {
+    match d.decrypt_into_with(container, &mut out, threads(n), check) {
         Ok(v) => {
             assert_eq!(v.len(), out.len() as u64);
+            assert_eq!(v.sha256(), d.header().plaintext_sha256());
+            assert_eq!(v.digest_recomputed(), check == DigestCheck::Recompute);
             Ok(out)
         }
         Err(e) => {
@@ -358,10 +400,14 @@ fn no_plaintext_of_a_failing_chunk_reaches_the_caller() {
     assert_eq!(rec.0, plain[..2 * 4096], "only chunks 0 and 1 were written");
 
     for n in [1, 2, 4] {
-        let mut out = vec![0xAAu8; len];
-        let err = d.decrypt_into(&t[..], &mut out, threads(n)).unwrap_err();
-        assert!(matches!(err, Error::ChunkAuth { index: 2 }), "{err}");
-        assert!(out.iter().all(|&b| b == 0), "{n} threads: buffer not wiped");
+        for check in [DigestCheck::Recompute, DigestCheck::AuthenticatedHeader] {
+            let mut out = vec![0xAAu8; len];
+            let err = d
+                .decrypt_into_with(&t[..], &mut out, threads(n), check)
+                .unwrap_err();
+            assert!(matches!(err, Error::ChunkAuth { index: 2 }), "{err}");
+            assert!(out.iter().all(|&b| b == 0), "{n} threads: buffer not wiped");
+        }
     }
 }
 

@@ -19,7 +19,7 @@
 mod decrypt;
 mod encrypt;
 
-pub use decrypt::{ChunkSource, Decryptor, VerifiedPlaintext};
+pub use decrypt::{ChunkSource, Decryptor, DigestCheck, VerifiedPlaintext};
 pub use encrypt::{
     EncryptParams, PlaintextInfo, encrypt, encrypt_with_fixed_nonce_prefix_for_test_vectors,
 };
