@@ -19,7 +19,7 @@ use cryptoki::types::AuthPin;
 use zeroize::Zeroizing;
 
 use super::sealed::KekOps;
-use super::uri::Pkcs11Uri;
+use super::uri::{Pkcs11Uri, UriKind};
 use super::{Kek, KekKind, SEALED_LEN, WRAP_IV_LEN};
 use crate::datakey::{DATA_KEY_LEN, fill_random};
 use crate::error::{Error, Result};
@@ -82,15 +82,31 @@ impl fmt::Debug for Pkcs11Kek {
     }
 }
 
-fn object_error(reason: impl Into<String>) -> Error {
+pub(super) fn object_error(reason: impl Into<String>) -> Error {
     Error::Pkcs11Object {
         reason: reason.into(),
     }
 }
 
 /// Opens a session on the token named by the URI and logs in as user.
-fn login(uri: &Pkcs11Uri, read_write: bool) -> Result<Session> {
+pub(super) fn login(uri: &Pkcs11Uri, read_write: bool) -> Result<Session> {
     let pin = uri.resolve_pin()?;
+    let session = open_session(uri, read_write)?;
+    let auth = AuthPin::from(pin.as_str());
+    match session.login(UserType::User, Some(&auth)) {
+        // Login state is per token and application: another session of this
+        // process may have logged in already.
+        Ok(()) | Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => Ok(session),
+        Err(CkError::Pkcs11(RvError::PinIncorrect, _)) => Err(object_error(format!(
+            "incorrect user PIN for token {:?}",
+            uri.token
+        ))),
+        Err(e) => Err(Error::pkcs11("C_Login")(e)),
+    }
+}
+
+/// Opens a session on the token named by the URI, without logging in.
+pub(super) fn open_session(uri: &Pkcs11Uri, read_write: bool) -> Result<Session> {
     let ctx = module(&uri.module_path)?;
     let slots = ctx
         .get_slots_with_initialized_token()
@@ -119,23 +135,23 @@ fn login(uri: &Pkcs11Uri, read_write: bool) -> Result<Session> {
             )));
         }
     };
-    let session = if read_write {
+    if read_write {
         ctx.open_rw_session(slot)
     } else {
         ctx.open_ro_session(slot)
     }
-    .map_err(Error::pkcs11("C_OpenSession"))?;
-    let auth = AuthPin::from(pin.as_str());
-    match session.login(UserType::User, Some(&auth)) {
-        // Login state is per token and application: another session of this
-        // process may have logged in already.
-        Ok(()) | Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => Ok(session),
-        Err(CkError::Pkcs11(RvError::PinIncorrect, _)) => Err(object_error(format!(
-            "incorrect user PIN for token {:?}",
-            uri.token
-        ))),
-        Err(e) => Err(Error::pkcs11("C_Login")(e)),
+    .map_err(Error::pkcs11("C_OpenSession"))
+}
+
+/// Refuses a URI parsed for a key pair where a KEK is expected.
+fn kek_uri(uri: &Pkcs11Uri) -> Result<()> {
+    if uri.kind != UriKind::SecretKey {
+        return Err(Error::invalid(
+            "PKCS#11 URI",
+            format!("{uri} names a signing key pair, not a KEK"),
+        ));
     }
+    Ok(())
 }
 
 fn key_template(uri: &Pkcs11Uri) -> Vec<Attribute> {
@@ -191,6 +207,7 @@ impl Pkcs11Kek {
     /// not AES-256, or that is extractable or not sensitive: a KEK must
     /// never be able to leave its token.
     pub fn open(uri: &Pkcs11Uri) -> Result<Self> {
+        kek_uri(uri)?;
         let session = login(uri, false)?;
         let found = session
             .find_objects(&key_template(uri))
@@ -236,6 +253,7 @@ impl Pkcs11Kek {
     /// sensitive, non-extractable, usable only to encrypt/decrypt, with a
     /// random 16-byte `CKA_ID`. Refuses if an AES key with that label exists.
     pub fn generate(uri: &Pkcs11Uri) -> Result<Self> {
+        kek_uri(uri)?;
         let session = login(uri, true)?;
         let existing = session
             .find_objects(&key_template(uri))
