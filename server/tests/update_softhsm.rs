@@ -9,16 +9,18 @@
 //! Peers: SoftHSM2 and OpenSC's pkcs11-tool (`scripts/deps/keys.sh`),
 //! python-tuf 7.0.0 (`scripts/deps/update.sh`).
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use common::flow::{BIN, failed, ok};
 use confidant_firmware_update::crypto::{FileSigner, Signer, canonical_json, sha256_hex};
 use confidant_firmware_update::transport::FileTransport;
 use confidant_firmware_update::updater::{Config, Updater};
 use confidant_firmware_update::{Error, SystemClock};
 use serde_json::{Value, json};
 
-const BIN: &str = env!("CARGO_BIN_EXE_confidant");
 const SOFTHSM: &str = "/usr/lib/softhsm/libsofthsm2.so";
 const TOKEN: &str = "tuf-repo";
 const PIN: &str = "2468";
@@ -91,26 +93,6 @@ impl Token {
             String::from_utf8_lossy(&out.stderr)
         );
     }
-}
-
-fn ok(out: &Output) -> String {
-    assert!(
-        out.status.success(),
-        "exit {:?}\nstdout: {}\nstderr: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn failed(out: &Output) -> String {
-    assert!(
-        !out.status.success(),
-        "unexpected success: {}",
-        String::from_utf8_lossy(&out.stdout)
-    );
-    String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
 fn s(p: &Path) -> &str {

@@ -143,15 +143,35 @@ pub(super) fn open_session(uri: &Pkcs11Uri, read_write: bool) -> Result<Session>
     .map_err(Error::pkcs11("C_OpenSession"))
 }
 
-/// Refuses a URI parsed for a key pair where a KEK is expected.
-fn kek_uri(uri: &Pkcs11Uri) -> Result<()> {
-    if uri.kind != UriKind::SecretKey {
-        return Err(Error::invalid(
-            "PKCS#11 URI",
-            format!("{uri} names a signing key pair, not a KEK"),
-        ));
+/// Refuses to create an object where one matching `template` exists.
+pub(super) fn refuse_existing(
+    session: &Session,
+    template: &[Attribute],
+    what: &str,
+    uri: &Pkcs11Uri,
+) -> Result<()> {
+    let existing = session
+        .find_objects(template)
+        .map_err(Error::pkcs11("C_FindObjects"))?;
+    if !existing.is_empty() {
+        return Err(object_error(format!(
+            "{what} labelled {:?} already exists on token {:?}",
+            uri.object, uri.token
+        )));
     }
     Ok(())
+}
+
+/// The `CKA_ID` of a new object: the URI's `id=`, else 16 random bytes.
+pub(super) fn new_object_id(uri: &Pkcs11Uri) -> Result<Vec<u8>> {
+    Ok(match &uri.id {
+        Some(id) => id.clone(),
+        None => {
+            let mut id = vec![0u8; GENERATED_ID_LEN];
+            fill_random(&mut id)?;
+            id
+        }
+    })
 }
 
 fn key_template(uri: &Pkcs11Uri) -> Vec<Attribute> {
@@ -207,7 +227,7 @@ impl Pkcs11Kek {
     /// not AES-256, or that is extractable or not sensitive: a KEK must
     /// never be able to leave its token.
     pub fn open(uri: &Pkcs11Uri) -> Result<Self> {
-        kek_uri(uri)?;
+        uri.expect_kind(UriKind::SecretKey)?;
         let session = login(uri, false)?;
         let found = session
             .find_objects(&key_template(uri))
@@ -253,25 +273,10 @@ impl Pkcs11Kek {
     /// sensitive, non-extractable, usable only to encrypt/decrypt, with a
     /// random 16-byte `CKA_ID`. Refuses if an AES key with that label exists.
     pub fn generate(uri: &Pkcs11Uri) -> Result<Self> {
-        kek_uri(uri)?;
+        uri.expect_kind(UriKind::SecretKey)?;
         let session = login(uri, true)?;
-        let existing = session
-            .find_objects(&key_template(uri))
-            .map_err(Error::pkcs11("C_FindObjects"))?;
-        if !existing.is_empty() {
-            return Err(object_error(format!(
-                "an AES key labelled {:?} already exists on token {:?}",
-                uri.object, uri.token
-            )));
-        }
-        let id = match &uri.id {
-            Some(id) => id.clone(),
-            None => {
-                let mut id = vec![0u8; GENERATED_ID_LEN];
-                fill_random(&mut id)?;
-                id
-            }
-        };
+        refuse_existing(&session, &key_template(uri), "an AES key", uri)?;
+        let id = new_object_id(uri)?;
         let template = [
             Attribute::Class(ObjectClass::SECRET_KEY),
             Attribute::KeyType(KeyType::AES),

@@ -26,16 +26,13 @@ use cryptoki::mechanism::eddsa::{EddsaParams, EddsaSignatureScheme};
 use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHandle};
 use cryptoki::session::Session;
 
-use super::pkcs11::{login, object_error, open_session};
+use super::pkcs11::{login, new_object_id, object_error, open_session, refuse_existing};
 use super::uri::{Pkcs11Uri, UriKind};
-use crate::datakey::fill_random;
 use crate::error::{Error, Result};
 
 /// Longest message signed. Ed25519 sends the whole message to the token;
 /// TUF metadata is far smaller than this.
 pub const MAX_SIGN_INPUT: usize = 32 << 20;
-/// Length of the `CKA_ID` given to key pairs this crate generates.
-const GENERATED_ID_LEN: usize = 16;
 /// DER OID 1.2.840.10045.3.1.7 (prime256v1), the `CKA_EC_PARAMS` of P-256.
 const P256_PARAMS: [u8; 10] = [0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
 /// DER OID 1.3.101.112 (id-Ed25519, RFC 8410).
@@ -106,7 +103,7 @@ impl Pkcs11PublicKey {
     /// Logs in when a PIN is available (some tokens hide public objects
     /// until then), else reads as a public session.
     pub fn read(uri: &Pkcs11Uri) -> Result<Self> {
-        key_pair_uri(uri)?;
+        uri.expect_kind(UriKind::KeyPair)?;
         let session = if uri.resolve_pin().is_ok() {
             login(uri, false)?
         } else {
@@ -159,17 +156,6 @@ impl fmt::Debug for Pkcs11SigningKey {
             .field("public", &self.public)
             .finish_non_exhaustive()
     }
-}
-
-/// Refuses a URI parsed for a KEK where a key pair is expected.
-fn key_pair_uri(uri: &Pkcs11Uri) -> Result<()> {
-    if uri.kind != UriKind::KeyPair {
-        return Err(Error::invalid(
-            "PKCS#11 URI",
-            format!("{uri} names a KEK (secret key), not a signing key pair"),
-        ));
-    }
-    Ok(())
 }
 
 fn find_one(
@@ -327,7 +313,7 @@ impl Pkcs11SigningKey {
     /// not sensitive, cannot sign, or needs a login per signature
     /// (`CKA_ALWAYS_AUTHENTICATE`, not supported).
     pub fn open(uri: &Pkcs11Uri) -> Result<Self> {
-        key_pair_uri(uri)?;
+        uri.expect_kind(UriKind::KeyPair)?;
         let session = login(uri, false)?;
         let mut t = vec![
             Attribute::Class(ObjectClass::PRIVATE_KEY),
@@ -410,28 +396,14 @@ impl Pkcs11SigningKey {
     /// key a public token object. Both get the URI's label and its id (or
     /// a random 16-byte id). Refuses if a key with that label exists.
     pub fn generate(uri: &Pkcs11Uri, algorithm: SigningAlgorithm) -> Result<Self> {
-        key_pair_uri(uri)?;
+        uri.expect_kind(UriKind::KeyPair)?;
         let session = login(uri, true)?;
         let label = uri.object.as_bytes().to_vec();
         for class in [ObjectClass::PRIVATE_KEY, ObjectClass::PUBLIC_KEY] {
-            let existing = session
-                .find_objects(&[Attribute::Class(class), Attribute::Label(label.clone())])
-                .map_err(Error::pkcs11("C_FindObjects"))?;
-            if !existing.is_empty() {
-                return Err(object_error(format!(
-                    "a key labelled {:?} already exists on token {:?}",
-                    uri.object, uri.token
-                )));
-            }
+            let t = [Attribute::Class(class), Attribute::Label(label.clone())];
+            refuse_existing(&session, &t, "a key", uri)?;
         }
-        let id = match &uri.id {
-            Some(id) => id.clone(),
-            None => {
-                let mut id = vec![0u8; GENERATED_ID_LEN];
-                fill_random(&mut id)?;
-                id
-            }
-        };
+        let id = new_object_id(uri)?;
         let (mechanism, params) = match algorithm {
             SigningAlgorithm::Ed25519 => {
                 (Mechanism::EccEdwardsKeyPairGen, ED25519_NAME_PARAMS.to_vec())

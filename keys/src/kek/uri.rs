@@ -70,6 +70,19 @@ impl Pkcs11Uri {
         self.pin.is_some()
     }
 
+    /// Refuses a URI parsed for the other kind of object (a key pair where
+    /// a KEK is expected, or the reverse).
+    pub(crate) fn expect_kind(&self, kind: UriKind) -> Result<()> {
+        if self.kind == kind {
+            return Ok(());
+        }
+        let (given, wanted) = match kind {
+            UriKind::SecretKey => ("a signing key pair", "a KEK (secret key)"),
+            UriKind::KeyPair => ("a KEK (secret key)", "a signing key pair"),
+        };
+        Err(bad(format!("{self} names {given}, not {wanted}")))
+    }
+
     /// The user PIN: `pin-value`, else `$CONFIDANT_PKCS11_PIN`.
     pub(crate) fn resolve_pin(&self) -> Result<Zeroizing<String>> {
         if let Some(p) = &self.pin {
