@@ -344,7 +344,6 @@ impl FileSigner {
             doc.as_ref().to_vec(),
         )))
     }
-
 }
 
 impl Signer for FileSigner {

@@ -51,7 +51,10 @@ fn child() {
         // independent verifier and the public key object's bytes.
         let key = Pkcs11SigningKey::open(&uri(label)).unwrap();
         assert_eq!(key.public_key().as_bytes(), public);
-        assert_eq!(Pkcs11PublicKey::read(&uri(label)).unwrap(), *key.public_key());
+        assert_eq!(
+            Pkcs11PublicKey::read(&uri(label)).unwrap(),
+            *key.public_key()
+        );
         let sig = key.sign(msg).unwrap();
         let verifier = match alg {
             SigningAlgorithm::EcdsaP256 => {

@@ -115,7 +115,11 @@ fn keyids(root: &Value, role: &str) -> Vec<String> {
 /// Our client, from trusted root v1: the target's bytes, or the error.
 fn our_client(repo: &Path, device: &Path) -> Result<Vec<u8>, Error> {
     let md = device.join("tuf");
-    Updater::init(&md, &std::fs::read(repo.join("metadata/1.root.json")).unwrap()).unwrap();
+    Updater::init(
+        &md,
+        &std::fs::read(repo.join("metadata/1.root.json")).unwrap(),
+    )
+    .unwrap();
     let url = repo.join("metadata").display().to_string();
     let mut u = Updater::new(&md, &url, &FileTransport, &SystemClock, Config::default())?;
     let info = u.target_info(TARGET)?;
@@ -138,7 +142,8 @@ fn resign(path: &Path, key: &FileSigner, edit: impl FnOnce(&mut Value)) -> Vec<u
     let mut env = read_json(path);
     edit(&mut env["signed"]);
     let sig = key.sign(&canonical_json(&env["signed"]).unwrap()).unwrap();
-    env["signatures"] = json!([{"keyid": key.public_key().key_id().unwrap(), "sig": hex::encode(sig)}]);
+    env["signatures"] =
+        json!([{"keyid": key.public_key().key_id().unwrap(), "sig": hex::encode(sig)}]);
     let bytes = serde_json::to_vec_pretty(&env).unwrap();
     std::fs::write(path, &bytes).unwrap();
     bytes
@@ -162,7 +167,8 @@ fn repository_keys_in_softhsm2_are_trusted_by_our_client_and_python_tuf() {
     let rogue = uri("rogue");
     let server_ed = uri("server-ed");
     // Looked up by label and id, as a key made elsewhere is often named.
-    let targets_hsm = format!("pkcs11:token={TOKEN};object=targets-hsm;id=%02?module-path={SOFTHSM}");
+    let targets_hsm =
+        format!("pkcs11:token={TOKEN};object=targets-hsm;id=%02?module-path={SOFTHSM}");
     let root_hsm_id = ok(&token.confidant(&[
         "update", "repo", "keygen", "--pkcs11", &root_hsm, "--algo", "p256",
     ]));
@@ -185,38 +191,97 @@ fn repository_keys_in_softhsm2_are_trusted_by_our_client_and_python_tuf() {
 
     // init: root threshold 2 = one token key + one file key.
     ok(&token.confidant(&[
-        "update", "repo", "init", "--repo", s(&repo),
-        "--root-key", &root_hsm, "--root-key", s(root_pem), "--root-threshold", "2",
-        "--targets-key", &targets_hsm,
-        "--snapshot-key", s(snap_pem), "--timestamp-key", s(ts_pem),
+        "update",
+        "repo",
+        "init",
+        "--repo",
+        s(&repo),
+        "--root-key",
+        &root_hsm,
+        "--root-key",
+        s(root_pem),
+        "--root-threshold",
+        "2",
+        "--targets-key",
+        &targets_hsm,
+        "--snapshot-key",
+        s(snap_pem),
+        "--timestamp-key",
+        s(ts_pem),
     ]));
     let staged_root = read_json(&repo.join("staged/root.json"));
     let root_ids = keyids(&staged_root, "root");
     assert_eq!(root_ids.len(), 2);
-    assert!(root_ids.contains(&root_hsm_id.trim().to_owned()), "{root_ids:?}");
+    assert!(
+        root_ids.contains(&root_hsm_id.trim().to_owned()),
+        "{root_ids:?}"
+    );
     let targets_key = &staged_root["signed"]["keys"][&keyids(&staged_root, "targets")[0]];
     assert_eq!(targets_key["scheme"], "ecdsa-sha2-nistp256");
 
     ok(&token.confidant(&[
-        "update", "repo", "delegate", "--repo", s(&repo), "--name", "server",
-        "--path", "server/*", "--key", &server_ed, "--terminating",
+        "update",
+        "repo",
+        "delegate",
+        "--repo",
+        s(&repo),
+        "--name",
+        "server",
+        "--path",
+        "server/*",
+        "--key",
+        &server_ed,
+        "--terminating",
     ]));
     let artifact = d.join("confidant-1.0.0");
-    std::fs::write(&artifact, b"#!/bin/sh\necho confidant 1.0.0 signed in a token\n").unwrap();
+    std::fs::write(
+        &artifact,
+        b"#!/bin/sh\necho confidant 1.0.0 signed in a token\n",
+    )
+    .unwrap();
     ok(&token.confidant(&[
-        "update", "repo", "add-target", "--repo", s(&repo), "--role", "server",
-        "--name", TARGET, "--file", s(&artifact), "--version", "1.0.0",
-        "--security-counter", "1",
+        "update",
+        "repo",
+        "add-target",
+        "--repo",
+        s(&repo),
+        "--role",
+        "server",
+        "--name",
+        TARGET,
+        "--file",
+        s(&artifact),
+        "--version",
+        "1.0.0",
+        "--security-counter",
+        "1",
     ]));
 
     // One key holder at a time. With one of the two root keys, publishing
     // is refused.
     let publish = [
-        "update", "repo", "publish", "--repo", s(&repo),
-        "--snapshot-key", s(snap_pem), "--timestamp-key", s(ts_pem),
+        "update",
+        "repo",
+        "publish",
+        "--repo",
+        s(&repo),
+        "--snapshot-key",
+        s(snap_pem),
+        "--timestamp-key",
+        s(ts_pem),
     ];
     let sign = |role: &str, key: &str| {
-        ok(&token.confidant(&["update", "repo", "sign", "--repo", s(&repo), "--role", role, "--key", key]))
+        ok(&token.confidant(&[
+            "update",
+            "repo",
+            "sign",
+            "--repo",
+            s(&repo),
+            "--role",
+            role,
+            "--key",
+            key,
+        ]))
     };
     sign("root", s(root_pem));
     sign("targets", &targets_hsm);
@@ -226,7 +291,17 @@ fn repository_keys_in_softhsm2_are_trusted_by_our_client_and_python_tuf() {
 
     // A wrong PIN is reported without the PIN.
     let wrong = failed(&token.confidant_with_pin(
-        &["update", "repo", "sign", "--repo", s(&repo), "--role", "root", "--key", &root_hsm],
+        &[
+            "update",
+            "repo",
+            "sign",
+            "--repo",
+            s(&repo),
+            "--role",
+            "root",
+            "--key",
+            &root_hsm,
+        ],
         "97531",
     ));
     assert!(wrong.contains("PIN"), "{wrong}");
@@ -253,9 +328,21 @@ fn repository_keys_in_softhsm2_are_trusted_by_our_client_and_python_tuf() {
     let evil = d.join("evil");
     std::fs::write(&evil, b"#!/bin/sh\necho not from the targets key\n").unwrap();
     ok(&token.confidant(&[
-        "update", "repo", "add-target", "--repo", s(&repo), "--role", "targets",
-        "--name", "evil/payload", "--file", s(&evil), "--version", "6.6.6",
-        "--security-counter", "9",
+        "update",
+        "repo",
+        "add-target",
+        "--repo",
+        s(&repo),
+        "--role",
+        "targets",
+        "--name",
+        "evil/payload",
+        "--file",
+        s(&evil),
+        "--version",
+        "6.6.6",
+        "--security-counter",
+        "9",
     ]));
     sign("targets", &rogue);
     let refused = failed(&token.confidant(&publish));

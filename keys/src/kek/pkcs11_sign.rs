@@ -238,9 +238,8 @@ fn read_public(
             _ => {}
         }
     }
-    let key_type = key_type.ok_or_else(|| {
-        object_error(format!("public key {:?} reports no key type", uri.object))
-    })?;
+    let key_type = key_type
+        .ok_or_else(|| object_error(format!("public key {:?} reports no key type", uri.object)))?;
     let algorithm = if key_type == KeyType::EC && params == P256_PARAMS {
         SigningAlgorithm::EcdsaP256
     } else if key_type == KeyType::EC_EDWARDS
@@ -405,9 +404,10 @@ impl Pkcs11SigningKey {
         }
         let id = new_object_id(uri)?;
         let (mechanism, params) = match algorithm {
-            SigningAlgorithm::Ed25519 => {
-                (Mechanism::EccEdwardsKeyPairGen, ED25519_NAME_PARAMS.to_vec())
-            }
+            SigningAlgorithm::Ed25519 => (
+                Mechanism::EccEdwardsKeyPairGen,
+                ED25519_NAME_PARAMS.to_vec(),
+            ),
             SigningAlgorithm::EcdsaP256 => (Mechanism::EccKeyPairGen, P256_PARAMS.to_vec()),
         };
         let public_template = [
@@ -513,11 +513,10 @@ mod tests {
     #[test]
     fn raw_ecdsa_signatures_become_der_that_verifies() {
         let rng = SystemRandom::new();
-        let pkcs8 = EcdsaKeyPair::generate_pkcs8(&sig::ECDSA_P256_SHA256_FIXED_SIGNING, &rng)
+        let pkcs8 =
+            EcdsaKeyPair::generate_pkcs8(&sig::ECDSA_P256_SHA256_FIXED_SIGNING, &rng).unwrap();
+        let key = EcdsaKeyPair::from_pkcs8(&sig::ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref())
             .unwrap();
-        let key =
-            EcdsaKeyPair::from_pkcs8(&sig::ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref())
-                .unwrap();
         let public = Pkcs11PublicKey {
             algorithm: SigningAlgorithm::EcdsaP256,
             bytes: key.public_key().as_ref().to_vec(),
@@ -553,8 +552,14 @@ mod tests {
         p256.extend([7u8; 64]);
         let mut wrapped = vec![0x04, 65];
         wrapped.extend(&p256);
-        assert_eq!(ec_point(SigningAlgorithm::EcdsaP256, &wrapped), Some(p256.clone()));
-        assert_eq!(ec_point(SigningAlgorithm::EcdsaP256, &p256), Some(p256.clone()));
+        assert_eq!(
+            ec_point(SigningAlgorithm::EcdsaP256, &wrapped),
+            Some(p256.clone())
+        );
+        assert_eq!(
+            ec_point(SigningAlgorithm::EcdsaP256, &p256),
+            Some(p256.clone())
+        );
         let mut compressed = vec![0x02];
         compressed.extend([7u8; 64]);
         assert_eq!(ec_point(SigningAlgorithm::EcdsaP256, &compressed), None);
@@ -562,7 +567,10 @@ mod tests {
         let ed = [9u8; 32];
         let mut wrapped = vec![0x04, 32];
         wrapped.extend(ed);
-        assert_eq!(ec_point(SigningAlgorithm::Ed25519, &wrapped), Some(ed.to_vec()));
+        assert_eq!(
+            ec_point(SigningAlgorithm::Ed25519, &wrapped),
+            Some(ed.to_vec())
+        );
         assert_eq!(ec_point(SigningAlgorithm::Ed25519, &ed), Some(ed.to_vec()));
         assert_eq!(ec_point(SigningAlgorithm::Ed25519, &[]), None);
     }

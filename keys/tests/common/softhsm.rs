@@ -30,7 +30,9 @@ pub fn is_child() -> bool {
 /// Skips (returns) when SoftHSM2 is not installed.
 pub fn run_as_child(test: &str, label: &str, pin: &str) {
     if !Path::new(MODULE).exists() {
-        eprintln!("SKIPPED {test}: {MODULE} is missing (apt-get install softhsm2; scripts/deps/keys.sh)");
+        eprintln!(
+            "SKIPPED {test}: {MODULE} is missing (apt-get install softhsm2; scripts/deps/keys.sh)"
+        );
         return;
     }
     let dir = tempfile::tempdir().unwrap();

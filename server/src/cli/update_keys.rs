@@ -145,9 +145,9 @@ pub fn key_id_of(value: &str) -> anyhow::Result<String> {
 /// Opens one signing key.
 pub fn signer(arg: &KeyArg) -> anyhow::Result<Box<dyn Signer>> {
     Ok(match arg {
-        KeyArg::File(p) => Box::new(
-            FileSigner::from_pem_file(p).with_context(|| format!("key {}", p.display()))?,
-        ),
+        KeyArg::File(p) => {
+            Box::new(FileSigner::from_pem_file(p).with_context(|| format!("key {}", p.display()))?)
+        }
         KeyArg::Pkcs11(u) => Box::new(TokenSigner::open(u)?),
     })
 }
@@ -168,8 +168,13 @@ mod tests {
 
     #[test]
     fn paths_stay_paths_and_uris_are_key_pairs() {
-        assert!(matches!("root.pem".parse::<KeyArg>(), Ok(KeyArg::File(p)) if p == Path::new("root.pem")));
-        assert!(matches!("./pkcs11:x".parse::<KeyArg>(), Ok(KeyArg::File(_))));
+        assert!(
+            matches!("root.pem".parse::<KeyArg>(), Ok(KeyArg::File(p)) if p == Path::new("root.pem"))
+        );
+        assert!(matches!(
+            "./pkcs11:x".parse::<KeyArg>(),
+            Ok(KeyArg::File(_))
+        ));
         let u = "pkcs11:token=repo;object=root-1;type=private?module-path=/m.so&pin-value=9876";
         let k: KeyArg = u.parse().unwrap();
         assert!(matches!(k, KeyArg::Pkcs11(_)));
