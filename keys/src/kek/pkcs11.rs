@@ -19,7 +19,7 @@ use cryptoki::types::AuthPin;
 use zeroize::Zeroizing;
 
 use super::sealed::KekOps;
-use super::uri::{Pkcs11Uri, UriKind};
+use super::uri::Pkcs11Uri;
 use super::{Kek, KekKind, SEALED_LEN, WRAP_IV_LEN};
 use crate::datakey::{DATA_KEY_LEN, fill_random};
 use crate::error::{Error, Result};
@@ -227,7 +227,6 @@ impl Pkcs11Kek {
     /// not AES-256, or that is extractable or not sensitive: a KEK must
     /// never be able to leave its token.
     pub fn open(uri: &Pkcs11Uri) -> Result<Self> {
-        uri.expect_kind(UriKind::SecretKey)?;
         let session = login(uri, false)?;
         let found = session
             .find_objects(&key_template(uri))
@@ -273,7 +272,6 @@ impl Pkcs11Kek {
     /// sensitive, non-extractable, usable only to encrypt/decrypt, with a
     /// random 16-byte `CKA_ID`. Refuses if an AES key with that label exists.
     pub fn generate(uri: &Pkcs11Uri) -> Result<Self> {
-        uri.expect_kind(UriKind::SecretKey)?;
         let session = login(uri, true)?;
         refuse_existing(&session, &key_template(uri), "an AES key", uri)?;
         let id = new_object_id(uri)?;

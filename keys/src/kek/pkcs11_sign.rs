@@ -27,7 +27,7 @@ use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHan
 use cryptoki::session::Session;
 
 use super::pkcs11::{login, new_object_id, object_error, open_session, refuse_existing};
-use super::uri::{Pkcs11Uri, UriKind};
+use super::uri::Pkcs11Uri;
 use crate::error::{Error, Result};
 
 /// Longest message signed. Ed25519 sends the whole message to the token;
@@ -103,7 +103,6 @@ impl Pkcs11PublicKey {
     /// Logs in when a PIN is available (some tokens hide public objects
     /// until then), else reads as a public session.
     pub fn read(uri: &Pkcs11Uri) -> Result<Self> {
-        uri.expect_kind(UriKind::KeyPair)?;
         let session = if uri.resolve_pin().is_ok() {
             login(uri, false)?
         } else {
@@ -312,7 +311,6 @@ impl Pkcs11SigningKey {
     /// not sensitive, cannot sign, or needs a login per signature
     /// (`CKA_ALWAYS_AUTHENTICATE`, not supported).
     pub fn open(uri: &Pkcs11Uri) -> Result<Self> {
-        uri.expect_kind(UriKind::KeyPair)?;
         let session = login(uri, false)?;
         let mut t = vec![
             Attribute::Class(ObjectClass::PRIVATE_KEY),
@@ -395,7 +393,6 @@ impl Pkcs11SigningKey {
     /// key a public token object. Both get the URI's label and its id (or
     /// a random 16-byte id). Refuses if a key with that label exists.
     pub fn generate(uri: &Pkcs11Uri, algorithm: SigningAlgorithm) -> Result<Self> {
-        uri.expect_kind(UriKind::KeyPair)?;
         let session = login(uri, true)?;
         let label = uri.object.as_bytes().to_vec();
         for class in [ObjectClass::PRIVATE_KEY, ObjectClass::PUBLIC_KEY] {

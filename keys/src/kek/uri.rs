@@ -27,10 +27,12 @@ pub const PIN_ENV: &str = "CONFIDANT_PKCS11_PIN";
 /// Longest URI accepted.
 const MAX_URI_LEN: usize = 4096;
 
-/// What kind of object a URI was parsed for; a URI parsed for one kind is
-/// refused where the other is expected.
+/// What kind of object a URI is parsed for: decides which `type=` values
+/// are accepted. (Not kept in the URI: the object class searched for is the
+/// user's, the KEK or the signing key, and a URI naming the wrong kind finds
+/// no object of that class.)
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum UriKind {
+enum UriKind {
     /// A secret key (`type=secret-key`): a KEK.
     SecretKey,
     /// A key pair (`type=private` or `type=public`): a signing key.
@@ -40,7 +42,6 @@ pub(crate) enum UriKind {
 /// A parsed `pkcs11:` URI naming a KEK object or a signing key pair.
 #[derive(Clone)]
 pub struct Pkcs11Uri {
-    pub(crate) kind: UriKind,
     pub(crate) token: String,
     pub(crate) object: String,
     pub(crate) id: Option<Vec<u8>>,
@@ -68,19 +69,6 @@ impl Pkcs11Uri {
     /// True when the URI itself carries the PIN.
     pub fn has_pin_value(&self) -> bool {
         self.pin.is_some()
-    }
-
-    /// Refuses a URI parsed for the other kind of object (a key pair where
-    /// a KEK is expected, or the reverse).
-    pub(crate) fn expect_kind(&self, kind: UriKind) -> Result<()> {
-        if self.kind == kind {
-            return Ok(());
-        }
-        let (given, wanted) = match kind {
-            UriKind::SecretKey => ("a signing key pair", "a KEK (secret key)"),
-            UriKind::KeyPair => ("a KEK (secret key)", "a signing key pair"),
-        };
-        Err(bad(format!("{self} names {given}, not {wanted}")))
     }
 
     /// The user PIN: `pin-value`, else `$CONFIDANT_PKCS11_PIN`.
@@ -223,7 +211,6 @@ impl Pkcs11Uri {
             return Err(bad("object label longer than 256 bytes"));
         }
         Ok(Pkcs11Uri {
-            kind,
             token,
             object,
             id,
@@ -325,13 +312,8 @@ mod tests {
                 "pkcs11:token=t;object=root-1{ok}?module-path={SOFTHSM}"
             ))
             .unwrap();
-            assert_eq!(u.kind, UriKind::KeyPair);
             assert_eq!(u.object(), "root-1");
         }
-        let kek: Pkcs11Uri = format!("pkcs11:token=t;object=k?module-path={SOFTHSM}")
-            .parse()
-            .unwrap();
-        assert_eq!(kek.kind, UriKind::SecretKey);
         for bad in [
             "pkcs11:token=t;object=o;type=secret-key?module-path=/x",
             "pkcs11:token=t;object=o;type=cert?module-path=/x",
