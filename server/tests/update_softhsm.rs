@@ -172,7 +172,7 @@ fn repository_keys_in_softhsm2_are_trusted_by_our_client_and_python_tuf() {
     let root_hsm_id = ok(&token.confidant(&[
         "update", "repo", "keygen", "--pkcs11", &root_hsm, "--algo", "p256",
     ]));
-    ok(&token.confidant(&["update", "repo", "keygen", "--pkcs11", &rogue]));
+    let rogue_id = ok(&token.confidant(&["update", "repo", "keygen", "--pkcs11", &rogue]));
     ok(&token.confidant(&[
         "update", "repo", "keygen", "--pkcs11", &server_ed, "--algo", "ed25519",
     ]));
@@ -373,4 +373,24 @@ fn repository_keys_in_softhsm2_are_trusted_by_our_client_and_python_tuf() {
     }
     let refused = failed(&python_tuf(&repo, &d.join("dl2/confidant")));
     assert!(refused.contains("targets"), "{refused}");
+
+    // rotate-root names token keys by URI too: public halves from the token.
+    let old_targets_id = keyids(&staged_root, "targets")[0].clone();
+    std::fs::remove_file(repo.join("staged/targets.json")).unwrap();
+    ok(&token.confidant(&[
+        "update",
+        "repo",
+        "rotate-root",
+        "--repo",
+        s(&repo),
+        "--role",
+        "targets",
+        "--add-key",
+        &rogue,
+        "--remove-key",
+        &targets_hsm,
+    ]));
+    let rotated = read_json(&repo.join("staged/root.json"));
+    assert_eq!(keyids(&rotated, "targets"), [rogue_id.trim().to_owned()]);
+    assert!(rotated["signed"]["keys"].get(&old_targets_id).is_none());
 }
