@@ -112,7 +112,9 @@ impl PublicKey {
             .is_ok()
     }
 
-    fn ed25519(raw: &[u8]) -> Self {
+    /// The TUF key object (`ed25519`/`ed25519`, hex key) of a raw Ed25519
+    /// public key, e.g. one read from a PKCS#11 token's `CKA_EC_POINT`.
+    pub fn ed25519(raw: &[u8; 32]) -> Self {
         Self {
             alg: Alg::Ed25519,
             raw: raw.to_vec(),
@@ -124,11 +126,21 @@ impl PublicKey {
         }
     }
 
-    fn ecdsa_p256(point: &[u8]) -> Self {
+    /// The TUF key object (`ecdsa`/`ecdsa-sha2-nistp256`, SPKI PEM) of a
+    /// P-256 public key given as its 65-byte uncompressed SEC1 point
+    /// (`04 || X || Y`), e.g. one read from a PKCS#11 token. Only the form
+    /// is checked here; a point off the curve verifies nothing.
+    pub fn ecdsa_p256(point: &[u8]) -> Result<Self> {
+        if point.len() != 65 || point[0] != 0x04 {
+            return Err(Error::Key(format!(
+                "P-256 public key is {} bytes, expected a 65-byte uncompressed point",
+                point.len()
+            )));
+        }
         let mut der = P256_SPKI_PREFIX.to_vec();
         der.extend_from_slice(point);
         let pem = pem::encode(&pem::Pem::new("PUBLIC KEY", der));
-        Self {
+        Ok(Self {
             alg: Alg::EcdsaP256,
             raw: point.to_vec(),
             json: json!({
@@ -136,7 +148,7 @@ impl PublicKey {
                 "scheme": "ecdsa-sha2-nistp256",
                 "keyval": {"public": pem},
             }),
-        }
+        })
     }
 
     /// Reads a public key from a PEM file: an SPKI `PUBLIC KEY` (Ed25519 or
@@ -147,12 +159,12 @@ impl PublicKey {
             "PUBLIC KEY" => {
                 let der = p.contents();
                 if let Some(raw) = der.strip_prefix(ED25519_SPKI_PREFIX.as_slice())
-                    && raw.len() == 32
+                    && let Ok(raw) = raw.try_into()
                 {
                     return Ok(Self::ed25519(raw));
                 }
                 if let Some(raw) = der.strip_prefix(P256_SPKI_PREFIX.as_slice()) {
-                    return Ok(Self::ecdsa_p256(raw));
+                    return Self::ecdsa_p256(raw);
                 }
                 Err(Error::Key(
                     "public key is neither Ed25519 nor ECDSA P-256".into(),
@@ -243,7 +255,8 @@ fn der_tlv(b: &[u8]) -> Option<(u8, &[u8], &[u8])> {
 }
 
 /// Anything that can sign TUF metadata: a key file here, a PKCS#11 token
-/// (the `keys` crate's backend) or a cloud KMS elsewhere.
+/// (the `keys` crate's `Pkcs11SigningKey`, adapted in the `confidant`
+/// binary's `update_keys` module) or a cloud KMS elsewhere.
 ///
 /// A PKCS#11 implementation holds a session and an object handle, reports
 /// the token key's public half as a [`PublicKey`] (Ed25519 via
@@ -296,14 +309,19 @@ impl FileSigner {
 
     fn from_pkcs8_der(der: &[u8]) -> Result<Self> {
         if let Ok(k) = Ed25519KeyPair::from_pkcs8_maybe_unchecked(der) {
-            let public = PublicKey::ed25519(k.public_key().as_ref());
+            let raw = k
+                .public_key()
+                .as_ref()
+                .try_into()
+                .map_err(|_| Error::Key("Ed25519 public key is not 32 bytes".into()))?;
+            let public = PublicKey::ed25519(raw);
             return Ok(Self {
                 key: FileKey::Ed25519(k),
                 public,
             });
         }
         if let Ok(k) = EcdsaKeyPair::from_pkcs8(&sig::ECDSA_P256_SHA256_ASN1_SIGNING, der) {
-            let public = PublicKey::ecdsa_p256(k.public_key().as_ref());
+            let public = PublicKey::ecdsa_p256(k.public_key().as_ref())?;
             return Ok(Self {
                 key: FileKey::EcdsaP256(k),
                 public,
@@ -325,14 +343,6 @@ impl FileSigner {
             "PRIVATE KEY",
             doc.as_ref().to_vec(),
         )))
-    }
-
-    /// Raw Ed25519 seed-derived signing for the no_std manifest format.
-    pub(crate) fn ed25519_sign_raw(&self, msg: &[u8]) -> Option<[u8; 64]> {
-        match &self.key {
-            FileKey::Ed25519(k) => k.sign(msg).as_ref().try_into().ok(),
-            FileKey::EcdsaP256(_) => None,
-        }
     }
 }
 
@@ -370,6 +380,27 @@ mod tests {
         assert!(parsed.verify(b"hello", &sig));
         assert!(!parsed.verify(b"hellO", &sig));
         assert_eq!(PublicKey::from_pem(&pem_text).unwrap(), *s.public_key());
+    }
+
+    #[test]
+    fn public_keys_from_raw_bytes_match_the_pem_forms() {
+        let pem_text = FileSigner::generate_ed25519_pem().unwrap();
+        let from_pem = PublicKey::from_pem(&pem_text).unwrap();
+        let raw = from_pem.ed25519_bytes().unwrap();
+        assert_eq!(PublicKey::ed25519(&raw), from_pem);
+
+        let rng = aws_lc_rs::rand::SystemRandom::new();
+        let doc = EcdsaKeyPair::generate_pkcs8(&sig::ECDSA_P256_SHA256_ASN1_SIGNING, &rng).unwrap();
+        let signer = FileSigner::from_pkcs8_der(doc.as_ref()).unwrap();
+        let point = signer.public_key().raw.clone();
+        let rebuilt = PublicKey::ecdsa_p256(&point).unwrap();
+        assert_eq!(&rebuilt, signer.public_key());
+        let sig = signer.sign(b"m").unwrap();
+        assert!(rebuilt.verify(b"m", &sig));
+        assert!(PublicKey::ecdsa_p256(&point[1..]).is_err());
+        let mut compressed = point[..33].to_vec();
+        compressed[0] = 0x02;
+        assert!(PublicKey::ecdsa_p256(&compressed).is_err());
     }
 
     #[test]

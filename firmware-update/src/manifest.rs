@@ -3,19 +3,20 @@
 //! TUF target beside the firmware it describes; the gateway verifies both
 //! with TUF and the sensor verifies the manifest with the core alone.
 
-use crate::crypto::{FileSigner, sha256_hex};
+use crate::crypto::{Signer, sha256_hex};
 use crate::error::{Error, Result};
 
-/// Builds and signs a manifest for `payload` with an Ed25519 file key.
+/// Builds and signs a manifest for `payload` with an Ed25519 key (a file
+/// key, or a token key through its [`Signer`]).
 pub fn sign_manifest(
     kind: u8,
     version: &str,
     security_counter: u64,
     payload: &[u8],
-    key: &FileSigner,
+    key: &dyn Signer,
 ) -> Result<Vec<u8>> {
     let public = key
-        .public
+        .public_key()
         .ed25519_bytes()
         .ok_or_else(|| Error::Key("sensor manifests are signed with Ed25519 keys".into()))?;
     let vk =
@@ -35,9 +36,14 @@ pub fn sign_manifest(
     let n = fields
         .encode_unsigned(&mut buf)
         .map_err(|e| Error::Key(e.to_string()))?;
-    let sig = key
-        .ed25519_sign_raw(&buf[..n])
-        .ok_or_else(|| Error::Key("sensor manifests are signed with Ed25519 keys".into()))?;
+    // An Ed25519 Signer signs the message itself (RFC 8032): 64 bytes.
+    let sig = key.sign(&buf[..n])?;
+    if sig.len() != 64 {
+        return Err(Error::Key(format!(
+            "Ed25519 signer returned {} bytes, expected 64",
+            sig.len()
+        )));
+    }
     let mut out = buf[..n].to_vec();
     out.extend_from_slice(&sig);
     Ok(out)
@@ -46,6 +52,7 @@ pub fn sign_manifest(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::crypto::FileSigner;
 
     #[test]
     fn manifest_signed_here_verifies_in_the_no_std_core() {

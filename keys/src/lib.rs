@@ -1,5 +1,6 @@
 //! BYOK for Confidant: the encrypted model container, key-encryption keys
-//! (file and PKCS#11), sealing data keys to an attested TEE, and the key
+//! (file and PKCS#11), PKCS#11 signing keys for the update repository
+//! ([`Pkcs11SigningKey`]), sealing data keys to an attested TEE, and the key
 //! broker that releases them ([`kbs`], feature `kbs`, on by default;
 //! protocol in `keys/KBS.md`).
 //!
@@ -51,8 +52,9 @@ pub use header::{
     TAG_LEN, VERSION,
 };
 pub use kek::{
-    FileKek, Kek, KekAttributes, KekKind, KekRef, PIN_ENV, Pkcs11Kek, Pkcs11Uri, WRAPPED_MAGIC,
-    WRAPPED_VERSION, WrappedKey, unwrap_for_container,
+    FileKek, Kek, KekAttributes, KekKind, KekRef, MAX_SIGN_INPUT, PIN_ENV, Pkcs11Kek,
+    Pkcs11PublicKey, Pkcs11SigningKey, Pkcs11Uri, SigningAlgorithm, WRAPPED_MAGIC, WRAPPED_VERSION,
+    WrappedKey, unwrap_for_container,
 };
 pub use transport::{
     HPKE_PUBLIC_KEY_LEN, HpkeKeyPair, SealedDataKey, open_from_hpke, seal_to_hpke,

@@ -1,26 +1,17 @@
 //! PKCS#11 KEK against a real SoftHSM2 token, initialised by this test in a
-//! temporary directory.
-//!
-//! SoftHSM2 reads its configuration from `$SOFTHSM2_CONF` when the module is
-//! initialised. Changing the environment of a running multi-threaded test
-//! process is unsound, so the test re-runs itself as a child process with
-//! the variable set (`CONFIDANT_SOFTHSM_CHILD=1`); the child does the work.
+//! temporary directory (in a child process: see `common/softhsm.rs`).
 
-use std::path::Path;
-use std::process::Command;
+#[path = "common/softhsm.rs"]
+mod softhsm;
 
 use confidant_keys::{
     DataKey, Decryptor, EncryptParams, Error, Header, Kek, KekKind, KekRef, KeyId, ModelFormat,
     Pkcs11Kek, Pkcs11Uri, PlaintextInfo, WrappedKey, encrypt, unwrap_for_container,
 };
-use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
-use cryptoki::error::{Error as CkError, RvError};
 use cryptoki::mechanism::Mechanism;
 use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass};
-use cryptoki::session::UserType;
-use cryptoki::types::AuthPin;
+use softhsm::MODULE;
 
-const MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
 const TOKEN: &str = "confidant-test";
 const PIN: &str = "1234";
 
@@ -35,65 +26,14 @@ fn uri(object: &str, pin: bool) -> String {
 
 #[test]
 fn softhsm2_kek_wraps_and_unwraps_inside_the_token() {
-    if std::env::var_os("CONFIDANT_SOFTHSM_CHILD").is_some() {
+    if softhsm::is_child() {
         return child();
     }
-    if !Path::new(MODULE).exists() {
-        eprintln!(
-            "SKIPPED softhsm2 test: {MODULE} is missing (apt-get install softhsm2; scripts/deps/keys.sh)"
-        );
-        return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::create_dir(dir.path().join("tokens")).unwrap();
-    let conf = dir.path().join("softhsm2.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "directories.tokendir = {}\nobjectstore.backend = file\nslots.removable = false\nlog.level = ERROR\n",
-            dir.path().join("tokens").display()
-        ),
-    )
-    .unwrap();
-    let init = Command::new("softhsm2-util")
-        .args([
-            "--init-token",
-            "--free",
-            "--label",
-            TOKEN,
-            "--pin",
-            PIN,
-            "--so-pin",
-            "5678",
-        ])
-        .env("SOFTHSM2_CONF", &conf)
-        .output()
-        .expect("softhsm2-util runs");
-    assert!(
-        init.status.success(),
-        "init-token: {}",
-        String::from_utf8_lossy(&init.stderr)
+    softhsm::run_as_child(
+        "softhsm2_kek_wraps_and_unwraps_inside_the_token",
+        TOKEN,
+        PIN,
     );
-
-    let out = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "softhsm2_kek_wraps_and_unwraps_inside_the_token",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env("SOFTHSM2_CONF", &conf)
-        .env("CONFIDANT_SOFTHSM_CHILD", "1")
-        .env("CONFIDANT_PKCS11_PIN", PIN)
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "child failed:\n{text}");
-    assert!(text.contains("1 passed"), "child ran no test:\n{text}");
 }
 
 fn child() {
@@ -178,22 +118,7 @@ fn child() {
 /// Reads the KEK's attributes through a separate cryptoki session, and
 /// creates an extractable AES key (`weak-kek`) that `open` must refuse.
 fn independent_attribute_check() {
-    let ctx = Pkcs11::new(MODULE).unwrap();
-    match ctx.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
-        Ok(()) | Err(CkError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => {}
-        Err(e) => panic!("C_Initialize: {e}"),
-    }
-    let slot = ctx
-        .get_slots_with_initialized_token()
-        .unwrap()
-        .into_iter()
-        .find(|s| ctx.get_token_info(*s).unwrap().label().trim_end() == TOKEN)
-        .unwrap();
-    let session = ctx.open_rw_session(slot).unwrap();
-    match session.login(UserType::User, Some(&AuthPin::from(PIN))) {
-        Ok(()) | Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => {}
-        Err(e) => panic!("C_Login: {e}"),
-    }
+    let session = softhsm::user_session(TOKEN, PIN);
     let found = session
         .find_objects(&[
             Attribute::Class(ObjectClass::SECRET_KEY),
@@ -218,15 +143,7 @@ fn independent_attribute_check() {
     );
     assert!(attrs.contains(&Attribute::Token(true)), "{attrs:?}");
     // The value cannot be read out.
-    let value = session
-        .get_attributes(found[0], &[AttributeType::Value])
-        .unwrap();
-    assert!(
-        !value
-            .iter()
-            .any(|a| matches!(a, Attribute::Value(v) if !v.is_empty())),
-        "KEK value readable"
-    );
+    softhsm::assert_value_unreadable(&session, found[0], "KEK");
 
     session
         .generate_key(

@@ -5,9 +5,14 @@
 //! kind of KEK and the KEK's id) as associated data. Two backends:
 //! [`FileKek`] (a 32-byte key file, for development) and [`Pkcs11Kek`] (a
 //! non-extractable AES key inside an HSM; the wrapping runs in the token).
+//!
+//! The same token code also holds signing key pairs ([`Pkcs11SigningKey`]:
+//! Ed25519 or ECDSA P-256, signing inside the token) for the update
+//! repository's offline keys.
 
 mod file;
 mod pkcs11;
+mod pkcs11_sign;
 mod uri;
 
 use std::fmt;
@@ -15,6 +20,7 @@ use std::path::{Path, PathBuf};
 
 pub use file::FileKek;
 pub use pkcs11::{KekAttributes, Pkcs11Kek};
+pub use pkcs11_sign::{MAX_SIGN_INPUT, Pkcs11PublicKey, Pkcs11SigningKey, SigningAlgorithm};
 pub use uri::{PIN_ENV, Pkcs11Uri};
 
 use crate::datakey::{DATA_KEY_LEN, DataKey};

@@ -82,15 +82,31 @@ impl fmt::Debug for Pkcs11Kek {
     }
 }
 
-fn object_error(reason: impl Into<String>) -> Error {
+pub(super) fn object_error(reason: impl Into<String>) -> Error {
     Error::Pkcs11Object {
         reason: reason.into(),
     }
 }
 
 /// Opens a session on the token named by the URI and logs in as user.
-fn login(uri: &Pkcs11Uri, read_write: bool) -> Result<Session> {
+pub(super) fn login(uri: &Pkcs11Uri, read_write: bool) -> Result<Session> {
     let pin = uri.resolve_pin()?;
+    let session = open_session(uri, read_write)?;
+    let auth = AuthPin::from(pin.as_str());
+    match session.login(UserType::User, Some(&auth)) {
+        // Login state is per token and application: another session of this
+        // process may have logged in already.
+        Ok(()) | Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => Ok(session),
+        Err(CkError::Pkcs11(RvError::PinIncorrect, _)) => Err(object_error(format!(
+            "incorrect user PIN for token {:?}",
+            uri.token
+        ))),
+        Err(e) => Err(Error::pkcs11("C_Login")(e)),
+    }
+}
+
+/// Opens a session on the token named by the URI, without logging in.
+pub(super) fn open_session(uri: &Pkcs11Uri, read_write: bool) -> Result<Session> {
     let ctx = module(&uri.module_path)?;
     let slots = ctx
         .get_slots_with_initialized_token()
@@ -119,23 +135,43 @@ fn login(uri: &Pkcs11Uri, read_write: bool) -> Result<Session> {
             )));
         }
     };
-    let session = if read_write {
+    if read_write {
         ctx.open_rw_session(slot)
     } else {
         ctx.open_ro_session(slot)
     }
-    .map_err(Error::pkcs11("C_OpenSession"))?;
-    let auth = AuthPin::from(pin.as_str());
-    match session.login(UserType::User, Some(&auth)) {
-        // Login state is per token and application: another session of this
-        // process may have logged in already.
-        Ok(()) | Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => Ok(session),
-        Err(CkError::Pkcs11(RvError::PinIncorrect, _)) => Err(object_error(format!(
-            "incorrect user PIN for token {:?}",
-            uri.token
-        ))),
-        Err(e) => Err(Error::pkcs11("C_Login")(e)),
+    .map_err(Error::pkcs11("C_OpenSession"))
+}
+
+/// Refuses to create an object where one matching `template` exists.
+pub(super) fn refuse_existing(
+    session: &Session,
+    template: &[Attribute],
+    what: &str,
+    uri: &Pkcs11Uri,
+) -> Result<()> {
+    let existing = session
+        .find_objects(template)
+        .map_err(Error::pkcs11("C_FindObjects"))?;
+    if !existing.is_empty() {
+        return Err(object_error(format!(
+            "{what} labelled {:?} already exists on token {:?}",
+            uri.object, uri.token
+        )));
     }
+    Ok(())
+}
+
+/// The `CKA_ID` of a new object: the URI's `id=`, else 16 random bytes.
+pub(super) fn new_object_id(uri: &Pkcs11Uri) -> Result<Vec<u8>> {
+    Ok(match &uri.id {
+        Some(id) => id.clone(),
+        None => {
+            let mut id = vec![0u8; GENERATED_ID_LEN];
+            fill_random(&mut id)?;
+            id
+        }
+    })
 }
 
 fn key_template(uri: &Pkcs11Uri) -> Vec<Attribute> {
@@ -237,23 +273,8 @@ impl Pkcs11Kek {
     /// random 16-byte `CKA_ID`. Refuses if an AES key with that label exists.
     pub fn generate(uri: &Pkcs11Uri) -> Result<Self> {
         let session = login(uri, true)?;
-        let existing = session
-            .find_objects(&key_template(uri))
-            .map_err(Error::pkcs11("C_FindObjects"))?;
-        if !existing.is_empty() {
-            return Err(object_error(format!(
-                "an AES key labelled {:?} already exists on token {:?}",
-                uri.object, uri.token
-            )));
-        }
-        let id = match &uri.id {
-            Some(id) => id.clone(),
-            None => {
-                let mut id = vec![0u8; GENERATED_ID_LEN];
-                fill_random(&mut id)?;
-                id
-            }
-        };
+        refuse_existing(&session, &key_template(uri), "an AES key", uri)?;
+        let id = new_object_id(uri)?;
         let template = [
             Attribute::Class(ObjectClass::SECRET_KEY),
             Attribute::KeyType(KeyType::AES),

@@ -1,7 +1,11 @@
-//! A subset of RFC 7512 PKCS#11 URIs that names one secret-key object:
+//! A subset of RFC 7512 PKCS#11 URIs that names one key object: a secret
+//! key (a KEK, parsed with `str::parse`) or a key pair (a signing key,
+//! parsed with [`Pkcs11Uri::parse_key_pair`]):
 //!
 //! ```text
 //! pkcs11:token=LABEL;object=LABEL[;id=%01%02][;type=secret-key]
+//!       ?module-path=/usr/lib/softhsm/libsofthsm2.so[&pin-value=1234]
+//! pkcs11:token=LABEL;object=LABEL[;id=%01%02][;type=private|public]
 //!       ?module-path=/usr/lib/softhsm/libsofthsm2.so[&pin-value=1234]
 //! ```
 //!
@@ -23,7 +27,19 @@ pub const PIN_ENV: &str = "CONFIDANT_PKCS11_PIN";
 /// Longest URI accepted.
 const MAX_URI_LEN: usize = 4096;
 
-/// A parsed `pkcs11:` URI naming a KEK object.
+/// What kind of object a URI is parsed for: decides which `type=` values
+/// are accepted. (Not kept in the URI: the object class searched for is the
+/// user's, the KEK or the signing key, and a URI naming the wrong kind finds
+/// no object of that class.)
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum UriKind {
+    /// A secret key (`type=secret-key`): a KEK.
+    SecretKey,
+    /// A key pair (`type=private` or `type=public`): a signing key.
+    KeyPair,
+}
+
+/// A parsed `pkcs11:` URI naming a KEK object or a signing key pair.
 #[derive(Clone)]
 pub struct Pkcs11Uri {
     pub(crate) token: String,
@@ -107,10 +123,24 @@ fn set_once<T>(slot: &mut Option<T>, value: T, name: &str) -> Result<()> {
     Ok(())
 }
 
+/// Parses a URI naming a secret key (a KEK).
 impl std::str::FromStr for Pkcs11Uri {
     type Err = Error;
 
     fn from_str(s: &str) -> Result<Self> {
+        Pkcs11Uri::parse_as(s, UriKind::SecretKey)
+    }
+}
+
+impl Pkcs11Uri {
+    /// Parses a URI naming a signing key pair: the private key object and
+    /// the public key object with the same label (and id, if given).
+    /// `type=` may be absent, `private` or `public`.
+    pub fn parse_key_pair(s: &str) -> Result<Self> {
+        Pkcs11Uri::parse_as(s, UriKind::KeyPair)
+    }
+
+    fn parse_as(s: &str, kind: UriKind) -> Result<Self> {
         if s.len() > MAX_URI_LEN {
             return Err(bad("longer than 4096 bytes"));
         }
@@ -130,11 +160,18 @@ impl std::str::FromStr for Pkcs11Uri {
                 "token" => set_once(&mut token, pct_decode_str(value, "token")?, name)?,
                 "object" => set_once(&mut object, pct_decode_str(value, "object")?, name)?,
                 "id" => set_once(&mut id, pct_decode(value)?, name)?,
-                "type" => {
-                    if value != "secret-key" {
+                "type" => match (kind, value) {
+                    (UriKind::SecretKey, "secret-key")
+                    | (UriKind::KeyPair, "private" | "public") => {}
+                    (UriKind::SecretKey, _) => {
                         return Err(bad(format!("type={value}: a KEK is a secret-key")));
                     }
-                }
+                    (UriKind::KeyPair, _) => {
+                        return Err(bad(format!(
+                            "type={value}: a signing key is a private/public key pair"
+                        )));
+                    }
+                },
                 other => return Err(bad(format!("unsupported path attribute {other:?}"))),
             }
         }
@@ -266,6 +303,25 @@ mod tests {
         let shown = format!("{u} {u:?}");
         assert!(!shown.contains("s3cret"), "{shown}");
         assert!(shown.contains("REDACTED"));
+    }
+
+    #[test]
+    fn key_pair_uris_are_their_own_kind() {
+        for ok in ["", ";type=private", ";type=public"] {
+            let u = Pkcs11Uri::parse_key_pair(&format!(
+                "pkcs11:token=t;object=root-1{ok}?module-path={SOFTHSM}"
+            ))
+            .unwrap();
+            assert_eq!(u.object(), "root-1");
+        }
+        for bad in [
+            "pkcs11:token=t;object=o;type=secret-key?module-path=/x",
+            "pkcs11:token=t;object=o;type=cert?module-path=/x",
+            "pkcs11:token=t;object=o?module-path=/x&pin-source=file:/p",
+            "pkcs11:token=t?module-path=/x",
+        ] {
+            assert!(Pkcs11Uri::parse_key_pair(bad).is_err(), "accepted {bad}");
+        }
     }
 
     #[test]

@@ -11,5 +11,6 @@ pub mod proxy;
 pub mod receipt;
 pub mod serve;
 pub mod update;
+pub mod update_keys;
 pub mod verify;
 pub mod watermark;

@@ -7,6 +7,9 @@
 //! `confidant update boot` before starting the service (systemd
 //! `ExecStartPre=`), and `confidant update mark-good` once the new version
 //! is healthy; a version not marked good is rolled back at a later start.
+//!
+//! Every repository key argument takes a PEM file or a `pkcs11:` URI naming
+//! a key pair in a token (see [`super::update_keys`]).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -15,14 +18,20 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use confidant_firmware_update::counter::FileCounters;
-use confidant_firmware_update::crypto::{FileSigner, PublicKey, Signer};
+use confidant_firmware_update::crypto::{FileSigner, PublicKey};
 use confidant_firmware_update::install::{self, Check, TrialPolicy};
 use confidant_firmware_update::repo::{DelegationSpec, Repo, RoleSpec, RootEdit};
 use confidant_firmware_update::slots::{DefaultHealthCheck, Slots, StartDecision};
 use confidant_firmware_update::transport::DefaultTransport;
 use confidant_firmware_update::updater::{Config, Updater};
 use confidant_firmware_update::{Clock, SystemClock};
+use confidant_keys::{Pkcs11SigningKey, Pkcs11Uri, SigningAlgorithm};
 use serde_json::json;
+
+use super::update_keys::{
+    KeyArg, TokenSigner, as_dyn, key_id_of, parse_algorithm, parse_key_pair_uri, public_keys,
+    signer, signers,
+};
 
 /// Where installs live.
 #[derive(clap::Args, Debug)]
@@ -111,24 +120,24 @@ pub enum RepoCmd {
         /// Repository directory.
         #[arg(long)]
         repo: PathBuf,
-        /// Root key (PEM, public or private); repeat for several.
+        /// Root key (PEM, public or private, or a pkcs11: URI); repeat for several.
         #[arg(long = "root-key", required = true)]
-        root_keys: Vec<PathBuf>,
+        root_keys: Vec<KeyArg>,
         #[arg(long, default_value_t = 1)]
         root_threshold: u64,
-        /// Targets key (PEM); repeat for several.
+        /// Targets key (PEM or pkcs11: URI); repeat for several.
         #[arg(long = "targets-key", required = true)]
-        targets_keys: Vec<PathBuf>,
+        targets_keys: Vec<KeyArg>,
         #[arg(long, default_value_t = 1)]
         targets_threshold: u64,
-        /// Snapshot (online) key (PEM).
+        /// Snapshot (online) key (PEM or pkcs11: URI).
         #[arg(long = "snapshot-key", required = true)]
-        snapshot_keys: Vec<PathBuf>,
+        snapshot_keys: Vec<KeyArg>,
         #[arg(long, default_value_t = 1)]
         snapshot_threshold: u64,
-        /// Timestamp (online) key (PEM).
+        /// Timestamp (online) key (PEM or pkcs11: URI).
         #[arg(long = "timestamp-key", required = true)]
-        timestamp_keys: Vec<PathBuf>,
+        timestamp_keys: Vec<KeyArg>,
         #[arg(long, default_value_t = 1)]
         timestamp_threshold: u64,
     },
@@ -152,10 +161,10 @@ pub enum RepoCmd {
         /// Anti-rollback counter; raise it for security fixes.
         #[arg(long)]
         security_counter: u64,
-        /// Also publish `<name>.manifest`, signed with this Ed25519 key for
-        /// sensors running the no_std verifier.
+        /// Also publish `<name>.manifest`, signed with this Ed25519 key
+        /// (PEM or pkcs11: URI) for sensors running the no_std verifier.
         #[arg(long)]
-        sensor_manifest_key: Option<PathBuf>,
+        sensor_manifest_key: Option<KeyArg>,
         /// Artifact kind byte written into the sensor manifest.
         #[arg(long, default_value_t = 0)]
         sensor_kind: u8,
@@ -173,9 +182,9 @@ pub enum RepoCmd {
         /// Path pattern, e.g. `server/*`; repeat for several.
         #[arg(long = "path", required = true)]
         paths: Vec<String>,
-        /// Key of the delegated role (PEM); repeat for several.
+        /// Key of the delegated role (PEM or pkcs11: URI); repeat for several.
         #[arg(long = "key", required = true)]
-        keys: Vec<PathBuf>,
+        keys: Vec<KeyArg>,
         #[arg(long, default_value_t = 1)]
         threshold: u64,
         /// Stop searching other roles when this one matches.
@@ -188,9 +197,9 @@ pub enum RepoCmd {
         repo: PathBuf,
         #[arg(long)]
         role: String,
-        /// Private key (PKCS#8 PEM); repeat for several.
+        /// Private key (PKCS#8 PEM or pkcs11: URI); repeat for several.
         #[arg(long = "key", required = true)]
-        keys: Vec<PathBuf>,
+        keys: Vec<KeyArg>,
     },
     /// Publish staged roles that meet their thresholds, with a new snapshot
     /// and timestamp signed by the online keys.
@@ -198,9 +207,9 @@ pub enum RepoCmd {
         #[arg(long)]
         repo: PathBuf,
         #[arg(long = "snapshot-key", required = true)]
-        snapshot_keys: Vec<PathBuf>,
+        snapshot_keys: Vec<KeyArg>,
         #[arg(long = "timestamp-key", required = true)]
-        timestamp_keys: Vec<PathBuf>,
+        timestamp_keys: Vec<KeyArg>,
     },
     /// Stage the next root with a changed key assignment for one role; sign
     /// it with a threshold of the old and of the new root keys.
@@ -210,10 +219,10 @@ pub enum RepoCmd {
         /// Top-level role whose keys change.
         #[arg(long)]
         role: String,
-        /// Key to add (PEM); repeat for several.
+        /// Key to add (PEM or pkcs11: URI); repeat for several.
         #[arg(long = "add-key")]
-        add: Vec<PathBuf>,
-        /// Key to remove (PEM file or key id); repeat for several.
+        add: Vec<KeyArg>,
+        /// Key to remove (PEM file, pkcs11: URI or key id); repeat for several.
         #[arg(long = "remove-key")]
         remove: Vec<String>,
         #[arg(long)]
@@ -222,33 +231,20 @@ pub enum RepoCmd {
         #[arg(long)]
         expires_days: Option<i64>,
     },
-    /// Write a new Ed25519 private key (PKCS#8 PEM, mode 0600).
+    /// Write a new Ed25519 private key (PKCS#8 PEM, mode 0600), or generate
+    /// a key pair inside a PKCS#11 token (`--pkcs11`; the URI's object= is
+    /// the label). Prints the TUF key id.
     Keygen {
-        #[arg(long)]
-        out: PathBuf,
+        #[arg(long, required_unless_present = "pkcs11", conflicts_with = "pkcs11")]
+        out: Option<PathBuf>,
+        /// Token and label of the new key pair, e.g.
+        /// `pkcs11:token=repo;object=root-1?module-path=...`.
+        #[arg(long, value_parser = parse_key_pair_uri)]
+        pkcs11: Option<Pkcs11Uri>,
+        /// Algorithm of a token key pair: `p256` (default) or `ed25519`.
+        #[arg(long, requires = "pkcs11", value_parser = parse_algorithm)]
+        algo: Option<SigningAlgorithm>,
     },
-}
-
-fn public_keys(paths: &[PathBuf]) -> anyhow::Result<Vec<PublicKey>> {
-    paths
-        .iter()
-        .map(|p| {
-            let text = std::fs::read_to_string(p)
-                .with_context(|| format!("reading key {}", p.display()))?;
-            PublicKey::from_pem(&text).with_context(|| format!("key {}", p.display()))
-        })
-        .collect()
-}
-
-fn signers(paths: &[PathBuf]) -> anyhow::Result<Vec<FileSigner>> {
-    paths
-        .iter()
-        .map(|p| FileSigner::from_pem_file(p).with_context(|| format!("key {}", p.display())))
-        .collect()
-}
-
-fn as_dyn(s: &[FileSigner]) -> Vec<&dyn Signer> {
-    s.iter().map(|x| x as &dyn Signer).collect()
 }
 
 fn print_json(v: &serde_json::Value) {
@@ -420,13 +416,13 @@ fn run_repo(cmd: RepoCmd) -> anyhow::Result<()> {
             let custom = json!({"version": version, "security_counter": security_counter});
             r.add_target(&role, &name, &data, Some(custom.clone()))?;
             if let Some(k) = sensor_manifest_key {
-                let key = FileSigner::from_pem_file(&k)?;
+                let key = signer(&k)?;
                 let m = confidant_firmware_update::manifest::sign_manifest(
                     sensor_kind,
                     &version,
                     security_counter,
                     &data,
-                    &key,
+                    key.as_ref(),
                 )?;
                 r.add_target(&role, &format!("{name}.manifest"), &m, Some(custom))?;
             }
@@ -472,14 +468,7 @@ fn run_repo(cmd: RepoCmd) -> anyhow::Result<()> {
         } => {
             let mut remove_ids = Vec::new();
             for r in remove {
-                let p = Path::new(&r);
-                if p.exists() {
-                    for k in public_keys(&[p.to_owned()])? {
-                        remove_ids.push(k.key_id()?);
-                    }
-                } else {
-                    remove_ids.push(r);
-                }
+                remove_ids.push(key_id_of(&r)?);
             }
             let edit = RootEdit {
                 role,
@@ -489,7 +478,21 @@ fn run_repo(cmd: RepoCmd) -> anyhow::Result<()> {
             };
             Repo::open(&repo)?.rotate_root(&[edit], now, expires_days)?;
         }
-        RepoCmd::Keygen { out } => {
+        RepoCmd::Keygen {
+            out: None,
+            pkcs11: Some(uri),
+            algo,
+        } => {
+            let key = Pkcs11SigningKey::generate(&uri, algo.unwrap_or(SigningAlgorithm::EcdsaP256))
+                .with_context(|| format!("generating a key pair at {uri}"))?;
+            let s = TokenSigner::new(key)?;
+            println!(
+                "{}",
+                confidant_firmware_update::crypto::Signer::public_key(&s).key_id()?
+            );
+        }
+        RepoCmd::Keygen { out, .. } => {
+            let out = out.context("--out or --pkcs11 is required")?;
             if out.exists() {
                 bail!("{} exists; not overwriting a key", out.display());
             }
