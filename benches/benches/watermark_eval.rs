@@ -10,7 +10,7 @@
 //! `BENCHMARKS.md` (output watermark); histogram: `scripts/watermark-histogram`.
 //!
 //! Env: `WM_GENERATIONS` (200), `WM_TOKENS` (200), `WM_BATCH` (16),
-//! `BENCH_THREADS` (2), `WM_GAMMA`/`WM_DELTA`/`WM_CONTEXT_WIDTH`/`WM_SCHEME`/`WM_MIN_ENTROPY`
+//! `BENCH_THREADS` (2), `WM_KIND`/`WM_GAMMA`/`WM_DELTA`/`WM_CONTEXT_WIDTH`/`WM_SCHEME`/`WM_MIN_ENTROPY`
 //! (the deployment defaults otherwise), `WM_SPEED_RUNS` (6),
 //! `WM_HUMAN_TEXT` (a text file; default: `scripts/fetch-human-text`, Pride
 //! and Prejudice from Debian's r-cran-janeaustenr), `WM_OUT` (where the
@@ -36,7 +36,7 @@ use confidant_inference::engine::{
 use confidant_inference::model::{BackendKind, LoadOptions, Model};
 use confidant_inference::sampling::{LogitProcessor, ProcessContext, SamplingParams};
 use confidant_inference::watermark::{
-    DetectOptions, SeedingScheme, Verdict, Watermark, WatermarkKey, WatermarkParams,
+    DetectOptions, SeedingScheme, Verdict, Watermark, WatermarkKey, WatermarkKind, WatermarkParams,
 };
 use confidant_inference::{ChatMessage, ChatTemplate, Gguf, Tokenizer};
 use rand::rngs::StdRng;
@@ -273,6 +273,9 @@ fn params_from_env() -> WatermarkParams {
             f("WM_MIN_ENTROPY").map_or(d.min_entropy(), |v| v.parse().expect("WM_MIN_ENTROPY")),
         )
     })
+    .map(|p| {
+        p.with_kind(f("WM_KIND").map_or(d.kind(), |v| v.parse::<WatermarkKind>().expect("WM_KIND")))
+    })
     .expect("watermark parameters")
 }
 
@@ -346,13 +349,7 @@ fn main() {
     for i in 0..2000u32 {
         ctx_tokens.push(i % 5000);
         let t = Instant::now();
-        p.process(
-            &ProcessContext {
-                tokens: &ctx_tokens,
-                prompt_len: 3,
-            },
-            &mut logits,
-        );
+        p.process(&ProcessContext::new(&ctx_tokens, 3), &mut logits);
         per_step.push(t.elapsed().as_secs_f64() * 1e6);
     }
     let step_us = median(&mut per_step);

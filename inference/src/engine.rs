@@ -337,6 +337,59 @@ impl Running {
     }
 }
 
+/// Below this many sequences in a step, sampling stays on the scheduler
+/// thread (a thread start costs more than it saves).
+const PARALLEL_SAMPLING_MIN: usize = 4;
+
+/// Runs each listed sequence's sampler (processor chain included) on its
+/// logits row and returns `(sequence index, token)`; `to_sample` is
+/// `(sequence index, row)` in ascending sequence order. With enough sequences the work is split over `threads` scoped
+/// threads: every sampler and row is its own, so the picks are the same as
+/// sequentially, only sooner (the watermark's per-sequence pass over the
+/// vocabulary would otherwise add up across a batch).
+fn sample_rows(
+    running: &mut [Running],
+    to_sample: &[(usize, usize)],
+    logits: &mut [f32],
+    vocab: usize,
+    threads: usize,
+) -> Vec<(usize, u32)> {
+    let mut rows: Vec<Option<&mut [f32]>> = logits.chunks_mut(vocab).map(Some).collect();
+    let mut jobs: Vec<(usize, &mut Running, &mut [f32])> = Vec::with_capacity(to_sample.len());
+    let mut wanted = to_sample.iter().peekable();
+    for (i, r) in running.iter_mut().enumerate() {
+        if let Some(&&(j, row)) = wanted.peek()
+            && j == i
+        {
+            wanted.next();
+            // The model returns one distinct row per sequence that wants one.
+            match rows.get_mut(row).and_then(Option::take) {
+                Some(l) => jobs.push((i, r, l)),
+                None => tracing::error!(sequence = i, row, "no logits row to sample from"),
+            }
+        }
+    }
+    fn sample((i, r, logits): &mut (usize, &mut Running, &mut [f32])) -> (usize, u32) {
+        let prompt_len = r.prompt_len();
+        let ctx = ProcessContext::new(&r.tokens, prompt_len);
+        (*i, r.job.sampler.sample(&ctx, logits))
+    }
+    if jobs.len() < PARALLEL_SAMPLING_MIN || threads < 2 {
+        return jobs.iter_mut().map(sample).collect();
+    }
+    let per = jobs.len().div_ceil(threads);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = jobs
+            .chunks_mut(per)
+            .map(|c| s.spawn(move || c.iter_mut().map(sample).collect::<Vec<_>>()))
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+            .collect()
+    })
+}
+
 struct Scheduler {
     model: Model,
     tokenizer: Arc<Tokenizer>,
@@ -496,6 +549,8 @@ impl Scheduler {
             Ok(rows) => {
                 let vocab = self.model.config().vocab_size;
                 let mut logits = std::mem::take(&mut self.logits);
+                // (sequence, logits row), in sequence order.
+                let mut to_sample = Vec::with_capacity(idx.len());
                 for ((i, n), row) in idx.into_iter().zip(rows) {
                     let r = &mut self.running[i];
                     if r.fed < r.prompt_len() {
@@ -505,8 +560,13 @@ impl Scheduler {
                             .fetch_add(n as u64, Ordering::Relaxed);
                     }
                     if let Some(row) = row {
-                        done[i] = self.sample_one(i, &mut logits[row * vocab..(row + 1) * vocab]);
+                        to_sample.push((i, row));
                     }
+                }
+                let threads = self.model.threads();
+                let picks = sample_rows(&mut self.running, &to_sample, &mut logits, vocab, threads);
+                for (i, next) in picks {
+                    done[i] = self.take_token(i, next);
                 }
                 self.logits = logits;
             }
@@ -533,16 +593,12 @@ impl Scheduler {
         }
     }
 
-    /// Samples the next token of running sequence `i`; returns true when it finished.
-    fn sample_one(&mut self, i: usize, logits: &mut [f32]) -> bool {
+    /// Appends the sampled token `next` to running sequence `i`; returns
+    /// true when it finished.
+    fn take_token(&mut self, i: usize, next: u32) -> bool {
         let tok = self.tokenizer.clone();
         let r = &mut self.running[i];
         let prompt_len = r.prompt_len();
-        let ctx = ProcessContext {
-            tokens: &r.tokens,
-            prompt_len,
-        };
-        let next = r.job.sampler.sample(&ctx, logits);
         let now = Instant::now();
         r.first_token.get_or_insert(now);
         r.tokens.push(next);

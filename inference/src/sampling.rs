@@ -114,6 +114,22 @@ pub struct ProcessContext<'a> {
     pub tokens: &'a [u32],
     /// How many of `tokens` are the prompt.
     pub prompt_len: usize,
+    /// The temperature the token will be sampled at (0: greedy).
+    /// [`Sampler::sample`] sets it from its parameters before running the
+    /// chain, so processors that must know how the sampler will draw (the
+    /// Gumbel-max watermark) see the real value.
+    pub temperature: f32,
+}
+
+impl<'a> ProcessContext<'a> {
+    /// A context at temperature 1.
+    pub fn new(tokens: &'a [u32], prompt_len: usize) -> Self {
+        Self {
+            tokens,
+            prompt_len,
+            temperature: 1.0,
+        }
+    }
 }
 
 impl ProcessContext<'_> {
@@ -313,7 +329,11 @@ impl Sampler {
 
     /// Runs the processor chain on `logits`, then picks a token.
     pub fn sample(&mut self, ctx: &ProcessContext<'_>, logits: &mut [f32]) -> u32 {
-        self.chain.apply(ctx, logits);
+        let ctx = ProcessContext {
+            temperature: self.params.temperature,
+            ..*ctx
+        };
+        self.chain.apply(&ctx, logits);
         if self.params.temperature == 0.0 || self.params.top_k == 1 {
             return argmax(logits);
         }
@@ -418,10 +438,7 @@ mod tests {
     use super::*;
 
     fn ctx(t: &[u32]) -> ProcessContext<'_> {
-        ProcessContext {
-            tokens: t,
-            prompt_len: 0,
-        }
+        ProcessContext::new(t, 0)
     }
 
     fn logits() -> Vec<f32> {
@@ -496,13 +513,7 @@ mod tests {
     fn presence_and_frequency_penalties_follow_openai() {
         let mut l = vec![1.0, 1.0, 1.0];
         let mut p = PresenceFrequencyPenalty::new(0.5, 0.25);
-        p.process(
-            &ProcessContext {
-                tokens: &[2, 0, 0, 1],
-                prompt_len: 1,
-            },
-            &mut l,
-        );
+        p.process(&ProcessContext::new(&[2, 0, 0, 1], 1), &mut l);
         assert_eq!(l, vec![1.0 - 0.5 - 0.5, 1.0 - 0.25 - 0.5, 1.0]);
     }
 

@@ -56,6 +56,34 @@
 //!   "watermarked" when `z ≥` threshold (default 4), "insufficient" when
 //!   `T` is below a minimum (default [`DEFAULT_MIN_TOKENS`]).
 //!
+//! ## Kind `gumbel-max` (exponential-minimum sampling)
+//!
+//! The same key, context width and seeding schemes, with the seed's tag
+//! byte or-ed with `0x10` (so `S = HMAC-SHA256(K, "confidant-wm-v1" || 0x11
+//! || …)` for LeftHash, `0x12` for MinHash), and the same `k0, k1`.
+//!
+//! * Token `t`'s uniform at that position is
+//!   `u_t = ((hash(k0, k1, t) >> 11) + 0.5) · 2^-53`, in (0, 1).
+//! * Generation at temperature `T > 0`: with `w_t = exp((l_t − max_l) / T)`
+//!   over the logits as they reach the processor, the token taken is
+//!   `argmin_t −ln(u_t) / w_t` (that is `argmax_t u_t^(1/q_t)` for the
+//!   sampler's distribution `q`), and every other logit becomes `−inf`, so
+//!   the sampler returns it whatever it does next. Over the key this is an
+//!   exact draw from `q`: no quality cost in expectation. Request `top_k` /
+//!   `top_p` truncation does not apply (the draw is over the whole
+//!   distribution at `T`). Left alone: greedy steps (`T = 0`), positions with
+//!   fewer than `h` preceding tokens, and a context (the `h` preceding tokens)
+//!   already watermarked earlier in the same sequence — there the sampler
+//!   draws normally, since the same context and distribution would give the
+//!   same token again.
+//! * Detection scores every position `i ≥ h` whose context
+//!   `(t_{i-h} … t_{i-1})` has not been scored before in the text, with
+//!   `s_i = −ln(1 − u_{t_i})`: Exp(1) without the key, larger with it. Over
+//!   `T` positions `S = Σ s_i` is Gamma(T, 1) without the key; the z-score is
+//!   Wilson–Hilferty's `z = ((S/T)^(1/3) − (1 − 1/(9T))) / sqrt(1/(9T))`,
+//!   which keeps the gamma's right skew, and the p-value, threshold and
+//!   "insufficient" rule are as above. γ, δ and the entropy gate are unused.
+//!
 //! Membership is computed per token with two multiplications per `mix`; no
 //! green list is ever materialised. One step costs one HMAC plus one pass
 //! of integer operations over the logits.
@@ -69,7 +97,7 @@
 //! let key = WatermarkKey::generate().unwrap();
 //! let wm = Watermark::new(key, WatermarkParams::default());
 //! let mut logits = vec![0.0f32; 1000];
-//! wm.processor().process(&ProcessContext { tokens: &[7], prompt_len: 1 }, &mut logits);
+//! wm.processor().process(&ProcessContext::new(&[7], 1), &mut logits);
 //! let green = logits.iter().filter(|&&l| l > 0.0).count();
 //! assert!((150..350).contains(&green)); // about γ = 0.25 of them
 //! let d = wm.detect_tokens(&[1, 2, 3], &DetectOptions::default());
@@ -78,6 +106,7 @@
 //! ```
 
 mod detect;
+mod gumbel;
 mod key;
 #[cfg(test)]
 mod tests;
@@ -147,6 +176,62 @@ impl std::str::FromStr for SeedingScheme {
     }
 }
 
+/// What the watermark does to a generation step.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum WatermarkKind {
+    /// Kirchenbauer et al.: δ added to a keyed green fraction γ of the
+    /// vocabulary. Costs quality (the distribution is shifted) and keeps
+    /// sampling random.
+    #[default]
+    #[serde(rename = "green-list")]
+    GreenList,
+    /// Exponential-minimum (Gumbel-max) sampling: the token is chosen by
+    /// keyed uniforms so that, over the key, it is an exact sample of the
+    /// model's distribution — no quality cost in expectation — but the same
+    /// context and distribution always give the same token. γ, δ and the
+    /// entropy gate do not apply.
+    #[serde(rename = "gumbel-max")]
+    GumbelMax,
+}
+
+impl WatermarkKind {
+    /// The name used in configuration and public parameters.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::GreenList => "green-list",
+            Self::GumbelMax => "gumbel-max",
+        }
+    }
+
+    /// Bits or-ed into the seeding tag byte, so that the two kinds never
+    /// derive the same per-step key.
+    fn tag_bits(self) -> u8 {
+        match self {
+            Self::GreenList => 0,
+            Self::GumbelMax => 0x10,
+        }
+    }
+}
+
+impl std::fmt::Display for WatermarkKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for WatermarkKind {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "green-list" | "green_list" | "kirchenbauer" => Ok(Self::GreenList),
+            "gumbel-max" | "gumbel_max" | "gumbel" => Ok(Self::GumbelMax),
+            other => Err(Error::Watermark(format!(
+                "unknown watermark kind `{other}` (expected green-list or gumbel-max)"
+            ))),
+        }
+    }
+}
+
 /// Largest context width accepted.
 pub const MAX_CONTEXT_WIDTH: usize = 16;
 
@@ -155,6 +240,7 @@ pub const MAX_CONTEXT_WIDTH: usize = 16;
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(try_from = "RawParams", into = "RawParams")]
 pub struct WatermarkParams {
+    kind: WatermarkKind,
     gamma: f64,
     delta: f32,
     context_width: usize,
@@ -165,6 +251,8 @@ pub struct WatermarkParams {
 #[derive(Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawParams {
+    #[serde(default)]
+    kind: WatermarkKind,
     gamma: f64,
     delta: f32,
     context_width: usize,
@@ -176,13 +264,16 @@ struct RawParams {
 impl TryFrom<RawParams> for WatermarkParams {
     type Error = Error;
     fn try_from(r: RawParams) -> Result<Self> {
-        Self::new(r.gamma, r.delta, r.context_width, r.scheme)?.with_min_entropy(r.min_entropy)
+        Ok(Self::new(r.gamma, r.delta, r.context_width, r.scheme)?
+            .with_min_entropy(r.min_entropy)?
+            .with_kind(r.kind))
     }
 }
 
 impl From<WatermarkParams> for RawParams {
     fn from(p: WatermarkParams) -> Self {
         Self {
+            kind: p.kind,
             gamma: p.gamma,
             delta: p.delta,
             context_width: p.context_width,
@@ -198,6 +289,7 @@ impl Default for WatermarkParams {
     /// paper's γ = 0.25, δ = 2 detects as well but costs far more quality).
     fn default() -> Self {
         Self {
+            kind: WatermarkKind::GreenList,
             gamma: DEFAULT_GAMMA,
             delta: DEFAULT_DELTA,
             context_width: DEFAULT_CONTEXT_WIDTH,
@@ -246,6 +338,7 @@ impl WatermarkParams {
             )));
         }
         Ok(Self {
+            kind: WatermarkKind::GreenList,
             gamma,
             delta,
             context_width,
@@ -268,6 +361,17 @@ impl WatermarkParams {
             min_entropy: nats,
             ..self
         })
+    }
+
+    /// The same parameters with another [`WatermarkKind`] (γ, δ and the
+    /// entropy gate are kept, and unused by `gumbel-max`).
+    pub fn with_kind(self, kind: WatermarkKind) -> Self {
+        Self { kind, ..self }
+    }
+
+    /// What the watermark does to a step.
+    pub fn kind(&self) -> WatermarkKind {
+        self.kind
     }
 
     /// Entropy gate in nats (0: none).
@@ -308,6 +412,10 @@ impl WatermarkParams {
 pub struct PublicParams {
     /// Scheme version, [`SCHEME_VERSION`].
     pub version: String,
+    /// What the watermark does to a step (`green-list` when absent, as
+    /// documents from before `gumbel-max` existed).
+    #[serde(default)]
+    pub kind: WatermarkKind,
     /// Seeding scheme.
     pub scheme: SeedingScheme,
     /// Green fraction γ.
@@ -438,6 +546,7 @@ impl Watermark {
         let p = &self.inner.params;
         PublicParams {
             version: SCHEME_VERSION.to_owned(),
+            kind: p.kind,
             scheme: p.scheme,
             gamma: p.gamma,
             delta: p.delta,
@@ -452,6 +561,7 @@ impl Watermark {
         WatermarkProcessor {
             wm: self.inner.clone(),
             scratch: Vec::new(),
+            gumbel: gumbel::GumbelState::default(),
         }
     }
 
@@ -469,7 +579,10 @@ impl Inner {
     fn step_key(&self, tokens: &[u32]) -> Option<StepKey> {
         let h = self.params.context_width;
         let ctx = tokens.get(tokens.len().checked_sub(h)?..)?;
-        let head = [self.params.scheme.tag(), h as u8];
+        let head = [
+            self.params.scheme.tag() | self.params.kind.tag_bits(),
+            h as u8,
+        ];
         let mut s = match self.params.scheme {
             SeedingScheme::LeftHash => {
                 let mut buf = [0u8; 4 * MAX_CONTEXT_WIDTH];
@@ -543,6 +656,7 @@ fn entropy(logits: &[f32], scratch: &mut Vec<f32>) -> f64 {
 pub struct WatermarkProcessor {
     wm: Arc<Inner>,
     scratch: Vec<f32>,
+    gumbel: gumbel::GumbelState,
 }
 
 impl LogitProcessor for WatermarkProcessor {
@@ -552,6 +666,10 @@ impl LogitProcessor for WatermarkProcessor {
 
     fn process(&mut self, ctx: &ProcessContext<'_>, logits: &mut [f32]) {
         let p = &self.wm.params;
+        if p.kind == WatermarkKind::GumbelMax {
+            self.gumbel.process(&self.wm, ctx, logits);
+            return;
+        }
         if let Some(k) = self.wm.step_key(ctx.tokens) {
             if p.min_entropy > 0.0 && entropy(logits, &mut self.scratch) < f64::from(p.min_entropy)
             {

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use confidant_inference::watermark::{
     DEFAULT_CONTEXT_WIDTH, DEFAULT_DELTA, DEFAULT_GAMMA, DEFAULT_MIN_ENTROPY, SeedingScheme,
-    Watermark, WatermarkKey, WatermarkParams,
+    Watermark, WatermarkKey, WatermarkKind, WatermarkParams,
 };
 use serde::{Deserialize, Serialize};
 
@@ -31,6 +31,10 @@ pub struct WatermarkConfig {
     /// Every output must be watermarked: without `key_file`, a key is
     /// generated in the state directory at first start.
     pub enforced: bool,
+    /// `green-list` (Kirchenbauer et al., the default) or `gumbel-max`
+    /// (exponential-minimum sampling: no quality cost in expectation, but
+    /// the same prompt gives the same text whatever the seed).
+    pub kind: WatermarkKind,
     /// Green fraction γ.
     pub gamma: f64,
     /// Logit bias δ.
@@ -48,6 +52,7 @@ impl Default for WatermarkConfig {
         Self {
             key_file: None,
             enforced: false,
+            kind: WatermarkKind::GreenList,
             gamma: DEFAULT_GAMMA,
             delta: DEFAULT_DELTA,
             context_width: DEFAULT_CONTEXT_WIDTH,
@@ -62,7 +67,8 @@ impl WatermarkConfig {
     pub fn params(&self) -> anyhow::Result<WatermarkParams> {
         Ok(
             WatermarkParams::new(self.gamma, self.delta, self.context_width, self.scheme)?
-                .with_min_entropy(self.min_entropy)?,
+                .with_min_entropy(self.min_entropy)?
+                .with_kind(self.kind),
         )
     }
 

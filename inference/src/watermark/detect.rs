@@ -4,7 +4,7 @@ use std::collections::HashSet;
 
 use serde::{Deserialize, Serialize};
 
-use super::{KeyId, Watermark};
+use super::{KeyId, Watermark, WatermarkKind, gumbel};
 use crate::error::Result;
 use crate::tokenizer::Tokenizer;
 
@@ -52,8 +52,13 @@ pub struct Detection {
     pub p_value: f64,
     /// `T`: positions scored (repeated n-grams once).
     pub scored_tokens: usize,
-    /// `G`: scored positions whose token is green.
+    /// `G`: scored positions whose token is green (`green-list`; 0 for
+    /// `gumbel-max`, which scores with [`Detection::score`]).
     pub green_tokens: usize,
+    /// `gumbel-max`: `Σ −ln(1 − u)` over the scored positions (a
+    /// Gamma(T, 1) variable without the key). Absent for `green-list`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub score: Option<f64>,
     /// Tokens in the text.
     pub total_tokens: usize,
     /// The decision.
@@ -69,22 +74,37 @@ impl Watermark {
     pub fn detect_tokens(&self, tokens: &[u32], opts: &DetectOptions) -> Detection {
         let inner = &*self.inner;
         let h = inner.params.context_width;
-        let gamma = inner.params.gamma;
+        let gumbel = inner.params.kind == WatermarkKind::GumbelMax;
         let mut seen: HashSet<&[u32]> = HashSet::new();
-        let (mut scored, mut green) = (0usize, 0usize);
+        let (mut scored, mut green, mut sum) = (0usize, 0usize, 0f64);
         for i in h..tokens.len() {
-            if !seen.insert(&tokens[i - h..=i]) {
+            // green-list: each (context, token) window once; gumbel-max:
+            // each context once (generation samples a repeated context
+            // without the key, so its token carries no signal).
+            let window = if gumbel {
+                &tokens[i - h..i]
+            } else {
+                &tokens[i - h..=i]
+            };
+            if !seen.insert(window) {
                 continue;
             }
-            scored += 1;
             // i ≥ h, so the context is complete.
-            if let Some(k) = inner.step_key(&tokens[..i])
-                && k.is_green(tokens[i], inner.threshold)
-            {
+            let Some(k) = inner.step_key(&tokens[..i]) else {
+                continue;
+            };
+            scored += 1;
+            if gumbel {
+                sum += gumbel::score(&k, tokens[i]);
+            } else if k.is_green(tokens[i], inner.threshold) {
                 green += 1;
             }
         }
-        let z = z_score(green, scored, gamma);
+        let z = if gumbel {
+            gumbel::z_score(sum, scored)
+        } else {
+            z_score(green, scored, inner.params.gamma)
+        };
         let verdict = if scored < opts.min_tokens.max(1) {
             Verdict::Insufficient
         } else if z >= opts.z_threshold {
@@ -97,6 +117,7 @@ impl Watermark {
             p_value: normal_upper_tail(z),
             scored_tokens: scored,
             green_tokens: green,
+            score: gumbel.then_some(sum),
             total_tokens: tokens.len(),
             verdict,
             threshold: opts.z_threshold,

@@ -61,13 +61,8 @@ fn the_processor_adds_delta_to_exactly_the_green_tokens() {
     let ctx = [5u32, 17, 99];
     let mut logits = vec![0.5f32; 49152];
     logits[3] = f32::NEG_INFINITY;
-    w.processor().process(
-        &ProcessContext {
-            tokens: &ctx,
-            prompt_len: 3,
-        },
-        &mut logits,
-    );
+    w.processor()
+        .process(&ProcessContext::new(&ctx, 3), &mut logits);
     for (t, &l) in logits.iter().enumerate().skip(4) {
         let green = w.is_green(&ctx, t as u32).unwrap();
         assert_eq!(
@@ -85,13 +80,8 @@ fn the_processor_adds_delta_to_exactly_the_green_tokens() {
 fn a_context_shorter_than_h_is_left_alone() {
     let w = Watermark::new(key(1), params(4, SeedingScheme::LeftHash));
     let mut logits = vec![1.0f32; 100];
-    w.processor().process(
-        &ProcessContext {
-            tokens: &[1, 2, 3],
-            prompt_len: 3,
-        },
-        &mut logits,
-    );
+    w.processor()
+        .process(&ProcessContext::new(&[1, 2, 3], 3), &mut logits);
     assert!(logits.iter().all(|&l| l == 1.0));
     assert_eq!(w.is_green(&[1, 2, 3], 0), None);
 }
@@ -144,10 +134,7 @@ fn simulate(w: Option<&Watermark>, n: usize, seed: u64) -> Vec<u32> {
     let mut tokens = vec![1u32];
     for _ in 0..n {
         let mut logits: Vec<f32> = (0..vocab).map(|_| rng.random::<f32>() * 6.0).collect();
-        let ctx = ProcessContext {
-            tokens: &tokens,
-            prompt_len: 1,
-        };
+        let ctx = ProcessContext::new(&tokens, 1);
         let t = sampler.sample(&ctx, &mut logits);
         tokens.push(t);
     }
@@ -239,13 +226,7 @@ fn every_request_gets_the_watermark_whatever_its_parameters() {
         let mut logits = vec![-3.0f32; vocab as usize];
         logits[red as usize] = 1.0;
         logits[green as usize] = 0.0;
-        let got = s.sample(
-            &ProcessContext {
-                tokens: &ctx,
-                prompt_len: 1,
-            },
-            &mut logits,
-        );
+        let got = s.sample(&ProcessContext::new(&ctx, 1), &mut logits);
         assert_eq!(got, green, "{p:?}");
     }
 }
@@ -280,7 +261,7 @@ fn parameters_are_checked_and_round_trip() {
     let json = serde_json::to_string(&p).unwrap();
     assert_eq!(
         json,
-        r#"{"gamma":0.5,"delta":1.5,"context_width":4,"scheme":"hmac-sha256-minhash","min_entropy":1.0}"#
+        r#"{"kind":"green-list","gamma":0.5,"delta":1.5,"context_width":4,"scheme":"hmac-sha256-minhash","min_entropy":1.0}"#
     );
     assert_eq!(serde_json::from_str::<WatermarkParams>(&json).unwrap(), p);
     let bad = json.replace("0.5", "1.5");
@@ -307,6 +288,7 @@ fn public_parameters_name_the_key_but_never_hold_it() {
         json,
         serde_json::json!({
             "version": "confidant-wm-v1",
+            "kind": "green-list",
             "scheme": "hmac-sha256-lefthash",
             "gamma": 0.25,
             "delta": DEFAULT_DELTA,
@@ -339,10 +321,7 @@ fn entropy_is_measured_in_nats() {
 fn the_entropy_gate_skips_only_low_entropy_steps() {
     let params = WatermarkParams::default().with_min_entropy(2.0).unwrap();
     let w = Watermark::new(key(4), params);
-    let ctx = ProcessContext {
-        tokens: &[9],
-        prompt_len: 1,
-    };
+    let ctx = ProcessContext::new(&[9], 1);
     // One dominant token: entropy near 0, left alone.
     let mut peaked = vec![0.0f32; 5000];
     peaked[17] = 30.0;
@@ -357,4 +336,229 @@ fn the_entropy_gate_skips_only_low_entropy_steps() {
         assert_eq!(l, if green { DEFAULT_DELTA } else { 0.0 });
     }
     assert_eq!(w.public_params().min_entropy, 2.0);
+}
+
+fn gumbel(b: u8, h: usize) -> Watermark {
+    Watermark::new(
+        key(b),
+        params(h, SeedingScheme::LeftHash).with_kind(WatermarkKind::GumbelMax),
+    )
+}
+
+fn at_temperature(tokens: &[u32], prompt_len: usize, temperature: f32) -> ProcessContext<'_> {
+    ProcessContext {
+        temperature,
+        ..ProcessContext::new(tokens, prompt_len)
+    }
+}
+
+/// Known answers computed by an independent implementation of the module
+/// documentation (Python's `hmac`, `hashlib` and `math`), key = bytes 0..32.
+#[test]
+fn gumbel_max_gives_the_documented_known_answers() {
+    let w = gumbel(0, 1);
+    let k = w.inner.step_key(&[42]).unwrap();
+    let want = [
+        0.2476783023371087,
+        0.440732890807402,
+        0.9797644740612288,
+        0.32922963030384295,
+        0.4704247627229466,
+        0.1983734949619151,
+    ];
+    for (t, u) in want.iter().enumerate() {
+        assert_eq!(k.uniform(t as u32), *u, "token {t}");
+    }
+    // argmin −ln(u)/w at T = 0.7 is token 2 (Python: c = 0.0853 against 1.62
+    // for the largest logit, token 5).
+    let mut logits = vec![0.0f32, 1.0, 2.0, 0.5, -1.0, 3.0];
+    w.processor()
+        .process(&at_temperature(&[42], 1, 0.7), &mut logits);
+    let kept: Vec<usize> = (0..6).filter(|&i| logits[i].is_finite()).collect();
+    assert_eq!(kept, [2]);
+    assert_eq!(logits[2], 2.0, "the chosen logit is untouched");
+    // The green-list kind derives other step keys from the same key.
+    let g = Watermark::new(key(0), params(1, SeedingScheme::LeftHash));
+    assert_ne!(g.inner.step_key(&[42]).unwrap().k0, k.k0);
+}
+
+/// Over the key (here: over many contexts), the chosen token is an exact
+/// sample of the sampler's distribution at its temperature.
+#[test]
+fn gumbel_max_samples_exactly_the_models_distribution() {
+    let w = gumbel(3, 1);
+    let logits = [2.0f32, 1.0, 0.5, 0.0, -1.0, f32::NEG_INFINITY, 1.5];
+    let t = 0.8f32;
+    let m = 2.0f32;
+    let z: f64 = logits.iter().map(|&l| f64::from(((l - m) / t).exp())).sum();
+    let q: Vec<f64> = logits
+        .iter()
+        .map(|&l| f64::from(((l - m) / t).exp()) / z)
+        .collect();
+    let n = 60_000u32;
+    let mut counts = [0u32; 7];
+    for c in 0..n {
+        let mut l = logits.to_vec();
+        let mut p = w.processor();
+        p.process(&at_temperature(&[c], 1, t), &mut l);
+        let kept: Vec<usize> = (0..7).filter(|&i| l[i].is_finite()).collect();
+        assert_eq!(kept.len(), 1);
+        counts[kept[0]] += 1;
+    }
+    assert_eq!(counts[5], 0, "a -inf logit is never chosen");
+    // Pearson's chi-square over the 6 possible tokens (5 degrees of freedom):
+    // P(χ² > 25) ≈ 1.4e-4.
+    let chi2: f64 = (0..7)
+        .filter(|&i| q[i] > 0.0)
+        .map(|i| {
+            let e = q[i] * f64::from(n);
+            (f64::from(counts[i]) - e).powi(2) / e
+        })
+        .sum();
+    assert!(chi2 < 25.0, "chi2 = {chi2}, counts {counts:?}, q {q:?}");
+}
+
+#[test]
+fn gumbel_max_leaves_greedy_short_and_repeated_contexts_alone() {
+    let w = gumbel(4, 2);
+    let logits: Vec<f32> = (0..50).map(|i| (i % 7) as f32 * 0.3).collect();
+    let mut p = w.processor();
+    for (tokens, t) in [(&[1u32, 2][..], 0.0f32), (&[1u32][..], 1.0)] {
+        let mut l = logits.clone();
+        p.process(&at_temperature(tokens, 1, t), &mut l);
+        assert_eq!(l, logits, "greedy or short context: untouched");
+    }
+    let mut l = logits.clone();
+    p.process(&at_temperature(&[1, 2], 1, 1.0), &mut l);
+    assert_eq!(l.iter().filter(|x| x.is_finite()).count(), 1);
+    // The same context again later in the sequence: sampled normally.
+    let mut l = logits.clone();
+    p.process(&at_temperature(&[1, 2, 9, 1, 2], 1, 1.0), &mut l);
+    assert_eq!(l, logits);
+    // A fresh request watermarks that context again.
+    let mut l = logits.clone();
+    w.processor()
+        .process(&at_temperature(&[1, 2], 1, 1.0), &mut l);
+    assert_eq!(l.iter().filter(|x| x.is_finite()).count(), 1);
+}
+
+#[test]
+fn gumbel_max_text_is_detected_and_other_keys_see_nothing() {
+    let (w, other) = (gumbel(7, 1), gumbel(8, 1));
+    let opts = DetectOptions::default();
+    let marked = simulate(Some(&w), 300, 1);
+    let d = w.detect_tokens(&marked, &opts);
+    assert_eq!(d.verdict, Verdict::Watermarked, "{d:?}");
+    assert!(d.z > 10.0 && d.p_value < 1e-20, "{d:?}");
+    assert_eq!(d.green_tokens, 0);
+    assert!(d.score.is_some());
+    let wrong = other.detect_tokens(&marked, &opts);
+    assert_eq!(wrong.verdict, Verdict::NotWatermarked, "{wrong:?}");
+    assert!(wrong.z.abs() < 3.5, "wrong key z = {}", wrong.z);
+    // Green-list detection with the same key sees nothing either.
+    let g = Watermark::new(key(7), WatermarkParams::default());
+    assert!(g.detect_tokens(&marked, &opts).z.abs() < 3.5);
+}
+
+/// Without the key the z-scores are standard normal, tails included: the
+/// Wilson–Hilferty transform keeps the gamma's skew, so z ≥ 4 stays as rare
+/// as it should even at the minimum token count.
+#[test]
+fn gumbel_max_null_z_scores_are_calibrated() {
+    let w = gumbel(5, 1);
+    let mut rng = StdRng::seed_from_u64(11);
+    let opts = DetectOptions::default();
+    let (mut sum, mut sum2, mut above3) = (0.0, 0.0, 0);
+    let texts = 4000;
+    for _ in 0..texts {
+        // Distinct tokens: every context is new, so all 32 positions count.
+        let mut text: Vec<u32> = Vec::new();
+        while text.len() <= DEFAULT_MIN_TOKENS {
+            let t = rng.random_range(0..50_000);
+            if !text.contains(&t) {
+                text.push(t);
+            }
+        }
+        let d = w.detect_tokens(&text, &opts);
+        assert_eq!(d.scored_tokens, DEFAULT_MIN_TOKENS);
+        assert_ne!(d.verdict, Verdict::Watermarked, "{d:?}");
+        sum += d.z;
+        sum2 += d.z * d.z;
+        above3 += usize::from(d.z >= 3.0);
+    }
+    let mean = sum / f64::from(texts);
+    let sd = (sum2 / f64::from(texts) - mean * mean).sqrt();
+    assert!(mean.abs() < 0.06, "mean {mean}");
+    assert!((sd - 1.0).abs() < 0.05, "sd {sd}");
+    // P(Z ≥ 3) = 0.00135: about 5 of 4000; a normal approximation of the
+    // raw sum would give about three times as many.
+    assert!(above3 <= 14, "{above3} texts at z ≥ 3");
+}
+
+#[test]
+fn gumbel_max_scores_each_context_once() {
+    let w = gumbel(7, 1);
+    let text: Vec<u32> = [5u32, 6].iter().copied().cycle().take(400).collect();
+    let d = w.detect_tokens(&text, &DetectOptions::default());
+    assert_eq!(d.scored_tokens, 2);
+    assert_eq!(d.verdict, Verdict::Insufficient);
+}
+
+#[test]
+fn the_kind_is_configuration_and_public() {
+    let p: WatermarkParams = serde_json::from_value(serde_json::json!({
+        "kind": "gumbel-max", "gamma": 0.25, "delta": 1.0,
+        "context_width": 2, "scheme": "hmac-sha256-lefthash"
+    }))
+    .unwrap();
+    assert_eq!(p.kind(), WatermarkKind::GumbelMax);
+    let old: WatermarkParams = serde_json::from_value(serde_json::json!({
+        "gamma": 0.25, "delta": 1.0, "context_width": 2, "scheme": "hmac-sha256-lefthash"
+    }))
+    .unwrap();
+    assert_eq!(old.kind(), WatermarkKind::GreenList);
+    let w = Watermark::new(key(1), p);
+    let v = serde_json::to_value(w.public_params()).unwrap();
+    assert_eq!(v["kind"], "gumbel-max");
+    assert_eq!(
+        "gumbel".parse::<WatermarkKind>().unwrap(),
+        WatermarkKind::GumbelMax
+    );
+    assert!("blue".parse::<WatermarkKind>().is_err());
+}
+
+/// The candidate filter is exact: the processor picks the same token as a
+/// brute-force `argmin −ln(u)/w` over the whole vocabulary.
+#[test]
+fn gumbel_max_choice_equals_brute_force() {
+    let w = gumbel(6, 1);
+    let mut rng = StdRng::seed_from_u64(5);
+    for c in 0..1500u32 {
+        let t = [0.3f32, 0.7, 1.0, 1.6][c as usize % 4];
+        let spread = [2.0f32, 8.0, 20.0][c as usize % 3];
+        let logits: Vec<f32> = (0..3000)
+            .map(|i| {
+                if i % 97 == 0 {
+                    f32::NEG_INFINITY
+                } else {
+                    rng.random::<f32>() * spread
+                }
+            })
+            .collect();
+        let k = w.inner.step_key(&[c]).unwrap();
+        let top = logits.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+        let want = (0..logits.len())
+            .filter(|&i| logits[i].is_finite())
+            .map(|i| {
+                let wi = crate::kernels::exp_ggml(logits[i] * (1.0 / t) - top * (1.0 / t));
+                (i, -k.uniform(i as u32).ln() / f64::from(wi))
+            })
+            .min_by(|a, b| a.1.total_cmp(&b.1))
+            .unwrap()
+            .0;
+        let mut l = logits.clone();
+        w.processor().process(&at_temperature(&[c], 1, t), &mut l);
+        let got: Vec<usize> = (0..l.len()).filter(|&i| l[i].is_finite()).collect();
+        assert_eq!(got, [want], "context {c}, T {t}, spread {spread}");
+    }
 }

@@ -9,7 +9,7 @@ use anyhow::Context;
 use confidant_inference::tokenizer::MAX_TEXT_BYTES;
 use confidant_inference::watermark::{
     DEFAULT_MIN_TOKENS, DEFAULT_Z_THRESHOLD, DetectOptions, SeedingScheme, Verdict, Watermark,
-    WatermarkKey, WatermarkParams,
+    WatermarkKey, WatermarkKind, WatermarkParams,
 };
 use confidant_inference::{Gguf, Tokenizer};
 
@@ -54,6 +54,9 @@ pub enum WatermarkCmd {
 /// each overrides the configured or default value.
 #[derive(clap::Args, Clone, Default)]
 pub struct ParamArgs {
+    /// green-list (default) or gumbel-max.
+    #[arg(long = "watermark-kind", env = "CONFIDANT_WATERMARK_KIND")]
+    pub kind: Option<WatermarkKind>,
     /// Green fraction γ.
     #[arg(long = "watermark-gamma", env = "CONFIDANT_WATERMARK_GAMMA")]
     pub gamma: Option<f64>,
@@ -86,7 +89,8 @@ impl ParamArgs {
             self.context_width.unwrap_or(base.context_width()),
             self.scheme.unwrap_or(base.scheme()),
         )?
-        .with_min_entropy(self.min_entropy.unwrap_or(base.min_entropy()))?)
+        .with_min_entropy(self.min_entropy.unwrap_or(base.min_entropy()))?
+        .with_kind(self.kind.unwrap_or(base.kind())))
     }
 }
 
