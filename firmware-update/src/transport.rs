@@ -277,10 +277,18 @@ mod tests {
         let url = format!("http://{}/a b/%3F.json", l.local_addr().unwrap());
         let h = std::thread::spawn(move || {
             let (mut c, _) = l.accept().unwrap();
-            let mut req = [0u8; 1024];
-            let n = c.read(&mut req).unwrap();
+            // The request may arrive in several writes: read to its end.
+            let mut req = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !req.ends_with(b"\r\n\r\n") && req.len() < 16 * 1024 {
+                let n = c.read(&mut buf).unwrap();
+                if n == 0 {
+                    break;
+                }
+                req.extend_from_slice(&buf[..n]);
+            }
             c.write_all(response).unwrap();
-            String::from_utf8_lossy(&req[..n]).into_owned()
+            String::from_utf8_lossy(&req).into_owned()
         });
         (url, h)
     }
