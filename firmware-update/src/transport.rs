@@ -16,9 +16,12 @@ pub enum FetchError {
 }
 
 /// A source of repository files.
-pub trait Transport {
+pub trait Transport: Send + Sync + std::fmt::Debug {
     /// Reads `url` completely, refusing more than `max_len` bytes.
     fn fetch(&self, url: &str, max_len: u64) -> Result<Vec<u8>, FetchError>;
+
+    /// An owned copy, handed to tough (its transports are `'static`).
+    fn clone_box(&self) -> Box<dyn Transport>;
 }
 
 /// Reads a stream to its end, refusing more than `max_len` bytes.
@@ -48,6 +51,10 @@ impl Transport for FileTransport {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(FetchError::NotFound),
             Err(e) => Err(FetchError::Other(format!("{path}: {e}"))),
         }
+    }
+
+    fn clone_box(&self) -> Box<dyn Transport> {
+        Box::new(*self)
     }
 }
 
@@ -91,6 +98,10 @@ impl Transport for DefaultTransport {
             ));
         }
         FileTransport.fetch(url, max_len)
+    }
+
+    fn clone_box(&self) -> Box<dyn Transport> {
+        Box::new(*self)
     }
 }
 
@@ -229,6 +240,10 @@ pub mod http {
                 return Ok(body);
             }
             read_bounded(r, max_len)
+        }
+
+        fn clone_box(&self) -> Box<dyn Transport> {
+            Box::new(*self)
         }
     }
 

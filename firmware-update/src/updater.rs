@@ -1,35 +1,61 @@
-//! The TUF client workflow (TUF 1.0 section 5): root rotation chain,
-//! timestamp → snapshot → targets, delegations searched in pre-order, and
-//! target download with length and hash checks. Trusted metadata lives in a
-//! directory under unversioned names (`root.json`, `timestamp.json`, …),
-//! each written atomically.
+//! The TUF client (TUF 1.0 section 5), built on awslabs/tough.
 //!
-//! Local metadata is loaded first as *intermediate* trust: it is not
-//! accepted as final if expired or superseded, but new metadata must not roll
-//! back from it (python-tuf's `TrustedMetadataSet` does the same). Local
-//! metadata that no longer verifies under the newest root (keys rotated) is
-//! dropped, which is how a client recovers from a fast-forward attack.
+//! tough's `RepositoryLoader` runs the workflow: the trusted root, the root
+//! rotation chain (each new root signed by a threshold of the old and of its
+//! own root keys, versions N+1), timestamp → snapshot → targets, delegated
+//! targets roles, rollback and mix-and-match checks against the trusted
+//! metadata, and a size or hash bound on every download. tough also
+//! downloads targets, reading at most their signed length and checking their
+//! SHA-256. This module adds what tough does not do:
+//!
+//! - **Expiry against an injectable [`Clock`].** tough only knows the system
+//!   clock, so it runs with `ExpirationEnforcement::Unsafe`, and every role
+//!   it accepted is checked here against `clock.now()` before it is trusted
+//!   or persisted (a freeze is refused with [`Error::Freeze`]).
+//! - **Durable trusted state.** The exact bytes tough verified are written
+//!   atomically (fsync'd) to `metadata_dir` under unversioned names
+//!   (`root.json`, `timestamp.json`, `snapshot.json`, `targets.json`, and
+//!   delegated roles as `<quoted name>.json`). tough works in a scratch
+//!   datastore seeded from them on every refresh, so its rollback checks run
+//!   against our trusted copies, and its removal of timestamp and snapshot
+//!   after a key rotation (fast-forward recovery, TUF 5.3.11) is mirrored.
+//! - **One [`Error`] variant per attack**, recovered from tough's error
+//!   chain and the file tough was working on.
+//! - **Target URLs per TUF 5.7.3.** Under consistent snapshots a target
+//!   `dir/name` is fetched as `dir/<sha256>.name`; tough 0.24 would ask for
+//!   `<sha256>.dir/name`. The bridge transport points tough's request at the
+//!   right file, and tough still bounds and hashes what it reads.
+//!
+//! Differences from python-tuf that come from tough: every delegated role is
+//! fetched and verified at refresh (python-tuf fetches lazily, on a target
+//! search), so a delegated role that cannot be fetched or verified fails the
+//! refresh even for targets it does not cover; targets must carry a SHA-256
+//! hash.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::error::Error as StdError;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use serde_json::Value;
+use tough::error::Error as ToughError;
+use tough::schema::{RoleType, Signed, Target, Targets as ToughTargets};
+use tough::{
+    Bytes, ExpirationEnforcement, IntoVec, Limits, RepositoryLoader, TargetName, TransportError,
+    TransportErrorKind, TransportStream,
+};
+use url::Url;
 
 use crate::clock::{Clock, UnixTime};
-use crate::crypto::PublicKey;
 use crate::error::{Error, Result};
 use crate::fsutil::write_atomic;
-use crate::metadata::{
-    Envelope, MetaFile, RoleKeys, Root, Snapshot, TargetFile, Targets, Timestamp,
-    check_length_and_hashes,
-};
-use crate::transport::{FetchError, Transport};
+use crate::metadata::{Envelope, RoleKeys, Root, TargetFile};
+use crate::transport::{FetchError, Transport, percent_decode};
 
 /// Limits and knobs; the defaults are python-tuf's.
 #[derive(Debug, Clone, Copy)]
 pub struct Config {
     /// Most root versions fetched in one refresh (TUF 5.3.3).
     pub max_root_rotations: u64,
-    /// Most targets roles visited in one search (TUF 5.6.7.1).
-    pub max_delegations: usize,
     /// Largest root.json accepted.
     pub root_max_len: u64,
     /// Largest timestamp.json accepted.
@@ -46,7 +72,6 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             max_root_rotations: 32,
-            max_delegations: 32,
             root_max_len: 512_000,
             timestamp_max_len: 16_384,
             snapshot_max_len: 2_000_000,
@@ -57,7 +82,8 @@ impl Default for Config {
 }
 
 /// Percent-encodes everything but `A-Z a-z 0-9 _ . - ~` (Python's
-/// `urllib.parse.quote(s, "")`): role names become safe file and URL parts.
+/// `urllib.parse.quote(s, "")`, and tough's file names for roles): role
+/// names become safe file and URL parts.
 pub fn quote(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
@@ -70,65 +96,241 @@ pub fn quote(s: &str) -> String {
     out
 }
 
-/// A trusted root and the metadata verified under it.
-struct TrustedSet {
-    root: Root,
-    /// The root the refresh started from, to recognise metadata signed by
-    /// keys a rotation revoked (fast-forward).
-    start_root: Root,
-    timestamp: Option<Timestamp>,
-    snapshot: Option<Snapshot>,
-    targets: BTreeMap<String, Targets>,
-    now: UnixTime,
+/// tough sees the repository under these bases; the bridge maps them back
+/// to the caller's URLs (which may be plain paths, which `url` cannot hold).
+const METADATA_BASE: &str = "confidant-metadata://repository/";
+const TARGETS_BASE: &str = "confidant-targets://repository/";
+
+/// A metadata file name as requested (`timestamp.json`, `7.snapshot.json`,
+/// `3.%3F.json`): its role name and the version prefix, if any.
+fn parse_file_name(file: &str) -> (Option<u64>, String) {
+    let stem = file.strip_suffix(".json").unwrap_or(file);
+    let (version, quoted) = match stem.split_once('.') {
+        Some((v, rest)) if !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()) => {
+            (v.parse().ok(), rest)
+        }
+        _ => (None, stem),
+    };
+    (version, percent_decode(quoted))
 }
 
-impl TrustedSet {
-    fn new(root_bytes: &[u8], now: UnixTime) -> Result<Self> {
-        let env = Envelope::parse(root_bytes, "trusted root")?;
-        let root = Root::from_signed(&env.signed)?;
-        // TUF 5.2: the trusted root must be signed by its own threshold.
-        env.verify("root", root.role("root"), &root.keys)?;
+/// What the bridge saw: every metadata request in order (with the bytes
+/// when it succeeded), and where the next target request must go.
+#[derive(Debug, Default)]
+struct BridgeState {
+    requests: Vec<(String, Option<Vec<u8>>)>,
+    target: Option<(String, u64)>,
+}
+
+/// Why the bridge failed a request (the cause inside tough's
+/// `TransportError`).
+#[derive(Debug)]
+enum BridgeError {
+    TooLarge { limit: u64 },
+    Other(String),
+}
+
+impl std::fmt::Display for BridgeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::TooLarge { limit } => write!(f, "more than {limit} bytes"),
+            Self::Other(r) => f.write_str(r),
+        }
+    }
+}
+
+impl StdError for BridgeError {}
+
+/// tough's transport: our [`Transport`] behind tough's URL space, with a
+/// record of the metadata bytes tough was given.
+#[derive(Debug, Clone)]
+struct Bridge {
+    inner: Arc<dyn Transport>,
+    metadata_url: String,
+    config: Config,
+    state: Arc<Mutex<BridgeState>>,
+}
+
+impl Bridge {
+    fn state(&self) -> MutexGuard<'_, BridgeState> {
+        // A poisoned lock only means a panic elsewhere; the record is plain data.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The largest body worth reading for a metadata file; tough applies
+    /// the exact bound (signed length or the configured limit) on top.
+    fn metadata_cap(&self, file: &str) -> u64 {
+        let c = &self.config;
+        match parse_file_name(file) {
+            (_, role) if role == "timestamp" => c.timestamp_max_len,
+            (Some(_), role) if role == "root" => c.root_max_len,
+            _ => c.snapshot_max_len.max(c.targets_max_len),
+        }
+    }
+}
+
+fn failed_stream(url: &str, cause: BridgeError) -> TransportStream {
+    let err = TransportError::new_with_cause(TransportErrorKind::Other, url, cause);
+    Box::pin(futures_util::stream::iter([Err(err)]))
+}
+
+#[tough::async_trait]
+impl tough::Transport for Bridge {
+    async fn fetch(&self, url: Url) -> std::result::Result<TransportStream, TransportError> {
+        let requested = url.as_str();
+        let (real, cap, record) = if let Some(file) = requested.strip_prefix(METADATA_BASE) {
+            let real = format!("{}/{file}", self.metadata_url);
+            (real, self.metadata_cap(file), Some(file.to_owned()))
+        } else if requested.starts_with(TARGETS_BASE) {
+            match self.state().target.clone() {
+                Some((real, len)) => (real, len, None),
+                None => {
+                    return Err(TransportError::new(TransportErrorKind::FileNotFound, url));
+                }
+            }
+        } else {
+            return Err(TransportError::new(
+                TransportErrorKind::UnsupportedUrlScheme,
+                url,
+            ));
+        };
+        let result = self.inner.fetch(&real, cap);
+        if let Some(file) = record {
+            let bytes = result.as_ref().ok().cloned();
+            self.state().requests.push((file, bytes));
+        }
+        match result {
+            Ok(bytes) => Ok(Box::pin(futures_util::stream::iter([Ok(Bytes::from(
+                bytes,
+            ))]))),
+            Err(FetchError::NotFound) => Err(TransportError::new(
+                TransportErrorKind::FileNotFound,
+                real,
+            )),
+            // Failures other than "not found" are returned inside the stream:
+            // tough treats a failed request for the next root as "no newer
+            // root", which must not hide endless data or a broken mirror.
+            Err(FetchError::TooLarge) => Ok(failed_stream(
+                &real,
+                BridgeError::TooLarge { limit: cap },
+            )),
+            Err(FetchError::Other(reason)) => Ok(failed_stream(&real, BridgeError::Other(reason))),
+        }
+    }
+}
+
+/// Runs a tough future to completion on `rt`, from a scoped thread so that
+/// callers inside an async runtime can use the blocking API too.
+fn block_on<F>(rt: &tokio::runtime::Runtime, fut: F) -> F::Output
+where
+    F: std::future::Future + Send,
+    F::Output: Send,
+{
+    std::thread::scope(|s| match s.spawn(|| rt.block_on(fut)).join() {
+        Ok(v) => v,
+        Err(panic) => std::panic::resume_unwind(panic),
+    })
+}
+
+fn role_name(role: RoleType) -> &'static str {
+    match role {
+        RoleType::Root => "root",
+        RoleType::Snapshot => "snapshot",
+        RoleType::Targets => "targets",
+        RoleType::Timestamp => "timestamp",
+        RoleType::DelegatedTargets => "delegated targets",
+    }
+}
+
+/// `signed.version` and `signed.expires` of a metadata file.
+fn version_and_expiry(bytes: &[u8], what: &str) -> Result<(u64, UnixTime)> {
+    let v: Value = serde_json::from_slice(bytes).map_err(|e| Error::malformed(what, e))?;
+    let signed = &v["signed"];
+    let version = signed["version"]
+        .as_u64()
+        .ok_or_else(|| Error::malformed(what, "no version"))?;
+    let expires = signed["expires"]
+        .as_str()
+        .and_then(UnixTime::parse_rfc3339)
+        .ok_or_else(|| Error::malformed(what, "no valid expires"))?;
+    Ok((version, expires))
+}
+
+/// A refreshed repository: tough's verified view and the bridge it talks
+/// through.
+struct Loaded {
+    repo: tough::Repository,
+    bridge: Bridge,
+}
+
+/// A TUF client bound to a metadata directory and a repository.
+pub struct Updater<'a> {
+    metadata_dir: PathBuf,
+    metadata_url: String,
+    transport: &'a dyn Transport,
+    config: Config,
+    now: UnixTime,
+    root: Root,
+    loaded: Option<Loaded>,
+    rt: tokio::runtime::Runtime,
+}
+
+impl std::fmt::Debug for Updater<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Updater")
+            .field("metadata_dir", &self.metadata_dir)
+            .field("metadata_url", &self.metadata_url)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The four top-level roles tough keeps in its datastore, in workflow order.
+const TOP_LEVEL: [&str; 3] = ["timestamp", "snapshot", "targets"];
+
+impl<'a> Updater<'a> {
+    /// Opens a client whose trusted root is `metadata_dir/root.json`.
+    /// Expiry is checked against `clock.now()`, read once here.
+    pub fn new(
+        metadata_dir: impl Into<PathBuf>,
+        metadata_url: &str,
+        transport: &'a dyn Transport,
+        clock: &dyn Clock,
+        config: Config,
+    ) -> Result<Self> {
+        let metadata_dir = metadata_dir.into();
+        let root = Self::read_root(&metadata_dir)?.1;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .map_err(Error::io("starting the TUF client runtime", &metadata_dir))?;
         Ok(Self {
-            start_root: root.clone(),
+            metadata_dir,
+            metadata_url: metadata_url.trim_end_matches('/').to_owned(),
+            transport,
+            config,
+            now: clock.now(),
             root,
-            timestamp: None,
-            snapshot: None,
-            targets: BTreeMap::new(),
-            now,
+            loaded: None,
+            rt,
         })
     }
 
-    /// Verifies a top-level role; on failure, tells a fast-forward (signed
-    /// by keys an accepted rotation revoked) from a plain threshold miss.
-    fn verify_top(&self, env: &Envelope, role: &str) -> Result<()> {
-        match env.verify(role, self.root.role(role), &self.root.keys) {
-            Ok(_) => Ok(()),
-            Err(e) => {
-                if self.start_root.common.version != self.root.common.version {
-                    let old = self.start_root.role(role);
-                    let revoked_ids: Vec<String> = old
-                        .keyids
-                        .iter()
-                        .filter(|id| !self.root.role(role).keyids.contains(id))
-                        .cloned()
-                        .collect();
-                    let revoked_role = RoleKeys {
-                        keyids: revoked_ids,
-                        threshold: old.threshold,
-                    };
-                    let revoked = env.count_valid(&revoked_role, &self.start_root.keys);
-                    if revoked as u64 >= old.threshold {
-                        return Err(Error::FastForward {
-                            role: role.to_owned(),
-                            revoked,
-                            valid: env.count_valid(self.root.role(role), &self.root.keys),
-                            threshold: self.root.role(role).threshold,
-                        });
-                    }
-                }
-                Err(e)
-            }
-        }
+    /// Writes the initial trusted root into `metadata_dir` (no network).
+    pub fn init(metadata_dir: &Path, trusted_root: &[u8]) -> Result<()> {
+        std::fs::create_dir_all(metadata_dir).map_err(Error::io("creating", metadata_dir))?;
+        write_atomic(&metadata_dir.join("root.json"), trusted_root)
+    }
+
+    /// The trusted root (after [`Self::refresh`], the newest).
+    pub fn root(&self) -> &Root {
+        &self.root
+    }
+
+    fn read_root(metadata_dir: &Path) -> Result<(Vec<u8>, Root)> {
+        let path = metadata_dir.join("root.json");
+        let bytes = std::fs::read(&path).map_err(Error::io("reading trusted root", &path))?;
+        let env = Envelope::parse(&bytes, "trusted root")?;
+        let root = Root::from_signed(&env.signed)?;
+        Ok((bytes, root))
     }
 
     fn check_expiry(&self, role: &str, expires: UnixTime) -> Result<()> {
@@ -142,431 +344,344 @@ impl TrustedSet {
         Ok(())
     }
 
-    /// TUF 5.3.4–5.3.8: the next root in the chain.
-    fn update_root(&mut self, bytes: &[u8], expected_version: u64) -> Result<()> {
-        if self.timestamp.is_some() {
-            return Err(Error::Slots(
-                "root update after timestamp (client bug)".into(),
-            ));
-        }
-        let chain = |reason: String| Error::BadRootChain {
-            version: expected_version,
-            reason,
-        };
-        let env = Envelope::parse(bytes, "root").map_err(|e| chain(e.to_string()))?;
-        let new = Root::from_signed(&env.signed).map_err(|e| chain(e.to_string()))?;
-        // 5.3.4: signed by a threshold of the trusted root's root keys ...
-        env.verify("root", self.root.role("root"), &self.root.keys)
-            .map_err(|e| {
-                chain(format!(
-                    "not signed by root v{} keys: {e}",
-                    self.root.common.version
-                ))
-            })?;
-        // 5.3.5: ... and is exactly the next version ...
-        if new.common.version != expected_version {
-            return Err(chain(format!(
-                "file {expected_version}.root.json holds version {}",
-                new.common.version
-            )));
-        }
-        // 5.3.4: ... and by a threshold of its own root keys.
-        env.verify("root", new.role("root"), &new.keys)
-            .map_err(|e| chain(format!("not signed by its own root keys: {e}")))?;
-        self.root = new;
-        Ok(())
+    fn local_path(&self, role: &str) -> PathBuf {
+        self.metadata_dir.join(format!("{}.json", quote(role)))
     }
 
-    /// TUF 5.4: timestamp. Returns whether the new timestamp replaced the
-    /// trusted one (false when it has the same version).
-    fn update_timestamp(&mut self, bytes: &[u8]) -> Result<bool> {
-        if self.snapshot.is_some() {
-            return Err(Error::Slots(
-                "timestamp update after snapshot (client bug)".into(),
-            ));
-        }
-        // 5.3.10: the final root must not be expired.
-        self.check_expiry("root", self.root.common.expires)?;
-        let env = Envelope::parse(bytes, "timestamp")?;
-        let new = Timestamp::from_signed(&env.signed)?;
-        self.verify_top(&env, "timestamp")?;
-        if let Some(old) = &self.timestamp {
-            // 5.4.3.1: no rollback of the timestamp version.
-            if new.common.version < old.common.version {
-                return Err(Error::Rollback {
-                    role: "timestamp".into(),
-                    trusted: old.common.version,
-                    offered: new.common.version,
-                });
-            }
-            if new.common.version == old.common.version {
-                self.check_expiry("timestamp", old.common.expires)?;
-                return Ok(false);
-            }
-            // 5.4.3.2: no rollback of the snapshot version it names.
-            if new.snapshot_meta.version < old.snapshot_meta.version {
-                return Err(Error::Rollback {
-                    role: "snapshot".into(),
-                    trusted: old.snapshot_meta.version,
-                    offered: new.snapshot_meta.version,
-                });
-            }
-        }
-        let expires = new.common.expires;
-        // Kept as intermediate even if expired, so later fetches in this
-        // refresh are checked against it; 5.4.4 then refuses it as final.
-        self.timestamp = Some(new);
-        self.check_expiry("timestamp", expires)?;
-        Ok(true)
-    }
-
-    fn final_timestamp(&self) -> Result<&Timestamp> {
-        let ts = self
-            .timestamp
-            .as_ref()
-            .ok_or_else(|| Error::Slots("snapshot before timestamp (client bug)".into()))?;
-        self.check_expiry("timestamp", ts.common.expires)?;
-        Ok(ts)
-    }
-
-    /// TUF 5.5: snapshot. `trusted` skips the length/hash check for the
-    /// local copy (it may predate the current timestamp).
-    fn update_snapshot(&mut self, bytes: &[u8], trusted: bool) -> Result<()> {
-        if !self.targets.is_empty() {
-            return Err(Error::Slots(
-                "snapshot update after targets (client bug)".into(),
-            ));
-        }
-        let meta = self.final_timestamp()?.snapshot_meta.clone();
-        if !trusted {
-            // 5.5.1
-            check_length_and_hashes(bytes, meta.length, meta.hashes.as_ref(), "snapshot.json")?;
-        }
-        let env = Envelope::parse(bytes, "snapshot")?;
-        let new = Snapshot::from_signed(&env.signed)?;
-        // 5.5.3
-        self.verify_top(&env, "snapshot")?;
-        // 5.5.5: no targets role may disappear or roll back.
-        if let Some(old) = &self.snapshot {
-            for (name, old_meta) in &old.meta {
-                let new_version = new.meta.get(name).map_or(0, |m| m.version);
-                if new_version < old_meta.version {
-                    return Err(Error::Rollback {
-                        role: name.trim_end_matches(".json").to_owned(),
-                        trusted: old_meta.version,
-                        offered: new_version,
-                    });
-                }
-            }
-        }
-        self.snapshot = Some(new);
-        self.final_snapshot().map(|_| ())
-    }
-
-    fn final_snapshot(&self) -> Result<&Snapshot> {
-        let snap = self
-            .snapshot
-            .as_ref()
-            .ok_or_else(|| Error::Slots("targets before snapshot (client bug)".into()))?;
-        // 5.5.6
-        self.check_expiry("snapshot", snap.common.expires)?;
-        // 5.5.2: the version the timestamp names.
-        let expected = self.final_timestamp()?.snapshot_meta.version;
-        if snap.common.version != expected {
-            return Err(Error::MixAndMatch {
-                role: "snapshot".into(),
-                by: "timestamp".into(),
-                expected,
-                got: snap.common.version,
-            });
-        }
-        Ok(snap)
-    }
-
-    fn snapshot_meta(&self, role: &str) -> Result<MetaFile> {
-        self.final_snapshot()?
-            .meta
-            .get(&format!("{role}.json"))
-            .cloned()
-            .ok_or_else(|| Error::MixAndMatch {
-                role: role.to_owned(),
-                by: "snapshot".into(),
-                expected: 0,
-                got: 0,
-            })
-    }
-
-    /// TUF 5.6: a targets role delegated by `parent` ("root" for targets).
-    fn update_targets(
-        &mut self,
-        bytes: &[u8],
-        role: &str,
-        parent: &str,
-        trusted: bool,
-    ) -> Result<()> {
-        let meta = self.snapshot_meta(role)?;
-        if !trusted {
-            check_length_and_hashes(
-                bytes,
-                meta.length,
-                meta.hashes.as_ref(),
-                &format!("{role}.json"),
-            )?;
-        }
-        let env = Envelope::parse(bytes, role)?;
-        let new = Targets::from_signed(&env.signed, role)?;
-        if parent == "root" {
-            self.verify_top(&env, "targets")?;
-        } else {
-            let delegations = self
-                .targets
-                .get(parent)
-                .and_then(|p| p.delegations.as_ref())
-                .ok_or_else(|| {
-                    Error::Slots(format!("delegator {parent} not loaded (client bug)"))
-                })?;
-            let keys: &BTreeMap<String, PublicKey> = &delegations.keys;
-            let role_keys = delegations.role_keys(role).ok_or_else(|| {
-                Error::malformed(role, format!("{parent} does not delegate to it"))
-            })?;
-            env.verify(role, &role_keys, keys)?;
-        }
-        // 5.6.2: the version the snapshot names.
-        if new.common.version != meta.version {
-            return Err(Error::MixAndMatch {
-                role: role.to_owned(),
-                by: "snapshot".into(),
-                expected: meta.version,
-                got: new.common.version,
-            });
-        }
-        // 5.6.6
-        self.check_expiry(role, new.common.expires)?;
-        self.targets.insert(role.to_owned(), new);
-        Ok(())
-    }
-}
-
-/// A TUF client bound to a metadata directory and a repository.
-pub struct Updater<'a> {
-    metadata_dir: PathBuf,
-    metadata_url: String,
-    transport: &'a dyn Transport,
-    config: Config,
-    trusted: TrustedSet,
-    refreshed: bool,
-}
-
-impl std::fmt::Debug for Updater<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Updater")
-            .field("metadata_dir", &self.metadata_dir)
-            .field("metadata_url", &self.metadata_url)
-            .finish_non_exhaustive()
-    }
-}
-
-impl<'a> Updater<'a> {
-    /// Opens a client whose trusted root is `metadata_dir/root.json`.
-    pub fn new(
-        metadata_dir: impl Into<PathBuf>,
-        metadata_url: &str,
-        transport: &'a dyn Transport,
-        clock: &dyn Clock,
-        config: Config,
-    ) -> Result<Self> {
-        let metadata_dir = metadata_dir.into();
-        let root_path = metadata_dir.join("root.json");
-        let bytes =
-            std::fs::read(&root_path).map_err(Error::io("reading trusted root", &root_path))?;
-        let trusted = TrustedSet::new(&bytes, clock.now())?;
-        Ok(Self {
-            metadata_dir,
-            metadata_url: metadata_url.trim_end_matches('/').to_owned(),
-            transport,
-            config,
-            trusted,
-            refreshed: false,
-        })
-    }
-
-    /// Writes the initial trusted root into `metadata_dir` (no network).
-    pub fn init(metadata_dir: &Path, trusted_root: &[u8]) -> Result<()> {
-        std::fs::create_dir_all(metadata_dir).map_err(Error::io("creating", metadata_dir))?;
-        write_atomic(&metadata_dir.join("root.json"), trusted_root)
-    }
-
-    /// The trusted root (after [`Self::refresh`], the newest).
-    pub fn root(&self) -> &Root {
-        &self.trusted.root
-    }
-
-    /// The trusted top-level targets, after a refresh.
-    pub fn targets(&self) -> Option<&Targets> {
-        self.trusted.targets.get("targets")
-    }
-
-    fn fetch(&self, url: &str, max_len: u64, what: &str) -> Result<Option<Vec<u8>>> {
-        match self.transport.fetch(url, max_len) {
-            Ok(b) => Ok(Some(b)),
-            Err(FetchError::NotFound) => Ok(None),
-            Err(FetchError::TooLarge) => Err(Error::EndlessData {
-                what: what.to_owned(),
-                limit: max_len,
-            }),
-            Err(FetchError::Other(reason)) => Err(Error::Transport {
-                url: url.to_owned(),
-                reason,
-            }),
-        }
-    }
-
-    fn fetch_required(&self, url: &str, max_len: u64, what: &str) -> Result<Vec<u8>> {
-        self.fetch(url, max_len, what)?
-            .ok_or_else(|| Error::Transport {
-                url: url.to_owned(),
-                reason: "not found".into(),
-            })
-    }
-
-    fn persist(&self, role: &str, bytes: &[u8]) -> Result<()> {
-        write_atomic(
-            &self.metadata_dir.join(format!("{}.json", quote(role))),
-            bytes,
-        )
-    }
-
-    fn local(&self, role: &str) -> Option<Vec<u8>> {
-        std::fs::read(self.metadata_dir.join(format!("{}.json", quote(role)))).ok()
-    }
-
-    /// Updates root, timestamp, snapshot and top-level targets (TUF 5.3–5.6).
+    /// Updates root, timestamp, snapshot, targets and the delegated roles
+    /// (TUF 5.3–5.6) through tough, then checks expiry with the clock and
+    /// persists what was accepted.
     pub fn refresh(&mut self) -> Result<()> {
-        self.load_root()?;
-        self.load_timestamp()?;
-        self.load_snapshot()?;
-        self.load_targets("targets", "root")?;
-        self.refreshed = true;
-        Ok(())
+        self.loaded = None;
+        let (root_bytes, start_root) = Self::read_root(&self.metadata_dir)?;
+        // tough's datastore, seeded with our trusted timestamp and snapshot
+        // (its rollback checks read them; it fetches everything else anew).
+        let datastore = tempfile::Builder::new()
+            .prefix("confidant-tuf-")
+            .tempdir()
+            .map_err(Error::io("creating a datastore", std::env::temp_dir()))?;
+        for role in ["timestamp", "snapshot"] {
+            let local = self.local_path(role);
+            if local.exists() {
+                let to = datastore.path().join(format!("{role}.json"));
+                std::fs::copy(&local, &to).map_err(Error::io("seeding the datastore", &to))?;
+            }
+        }
+        let bridge = Bridge {
+            inner: Arc::from(self.transport.clone_box()),
+            metadata_url: self.metadata_url.clone(),
+            config: self.config,
+            state: Arc::default(),
+        };
+        let bases = Url::parse(METADATA_BASE).and_then(|m| Ok((m, Url::parse(TARGETS_BASE)?)));
+        let (metadata_base, targets_base) =
+            bases.map_err(|e| Error::malformed("repository base URL", e))?;
+        let limits = Limits {
+            max_root_size: self.config.root_max_len,
+            max_targets_size: self.config.targets_max_len,
+            max_timestamp_size: self.config.timestamp_max_len,
+            max_snapshot_size: self.config.snapshot_max_len,
+            max_root_updates: self.config.max_root_rotations,
+        };
+        let loader = RepositoryLoader::new(&root_bytes, metadata_base, targets_base)
+            .transport(bridge.clone())
+            .limits(limits)
+            .datastore(datastore.path())
+            .expiration_enforcement(ExpirationEnforcement::Unsafe);
+        let result = block_on(&self.rt, loader.load());
+
+        // Whatever tough accepted before it stopped is kept, as python-tuf
+        // keeps each metadata file as soon as it is verified: first the root
+        // chain, then the top-level roles in order, each only if unexpired.
+        let accepted = self.persist_accepted(&bridge, datastore.path(), &start_root);
+        match result {
+            Ok(repo) => {
+                accepted?;
+                self.loaded = Some(Loaded { repo, bridge });
+                Ok(())
+            }
+            Err(e) => {
+                // A freeze found among what was accepted comes first: the
+                // workflow stops there before the step that failed.
+                accepted?;
+                Err(self.classify(&e, &bridge, &start_root, None))
+            }
+        }
     }
 
-    fn load_root(&mut self) -> Result<()> {
-        let first = self.trusted.root.common.version + 1;
-        for v in first..first.saturating_add(self.config.max_root_rotations) {
-            let url = format!("{}/{v}.root.json", self.metadata_url);
-            let Some(bytes) =
-                self.fetch(&url, self.config.root_max_len, &format!("{v}.root.json"))?
-            else {
-                break;
+    /// Persists the root and the top-level roles tough accepted in this
+    /// load (the bytes it verified), checking each one's expiry first.
+    fn persist_accepted(&mut self, bridge: &Bridge, datastore: &Path, start: &Root) -> Result<()> {
+        let requests = bridge.state().requests.clone();
+        let accepted = |role: &str| -> Option<(Vec<u8>, u64, UnixTime)> {
+            let kept = std::fs::read(datastore.join(format!("{role}.json"))).ok()?;
+            let (version, _) = version_and_expiry(&kept, role).ok()?;
+            requests.iter().rev().find_map(|(file, bytes)| {
+                let bytes = bytes.as_ref()?;
+                let (_, r) = parse_file_name(file);
+                let (v, expires) = version_and_expiry(bytes, role).ok()?;
+                (r == role && v == version).then(|| (bytes.clone(), v, expires))
+            })
+        };
+        // Root chain: tough rewrites root.json after every root it accepts.
+        if let Some((bytes, version, expires)) = accepted("root")
+            && version > start.common.version
+        {
+            write_atomic(&self.metadata_dir.join("root.json"), &bytes)?;
+            self.root = Self::read_root(&self.metadata_dir)?.1;
+            self.check_expiry("root", expires)?;
+        } else {
+            self.check_expiry("root", self.root.common.expires)?;
+        }
+        for role in TOP_LEVEL {
+            let kept = datastore.join(format!("{role}.json")).exists();
+            let local = self.local_path(role);
+            if !kept {
+                // tough dropped it (timestamp or snapshot keys rotated) or
+                // never reached it.
+                if role != "targets" && local.exists() {
+                    std::fs::remove_file(&local).map_err(Error::io("removing", &local))?;
+                }
+                return Ok(());
+            }
+            let Some((bytes, _, expires)) = accepted(role) else {
+                // Seeded from our copy and not replaced: the load stopped
+                // before this role.
+                return Ok(());
             };
-            self.trusted.update_root(&bytes, v)?;
-            self.persist("root", &bytes)?;
+            self.check_expiry(role, expires)?;
+            write_atomic(&local, &bytes)?;
         }
+        // Delegated roles are kept later, for the roles a target search
+        // relies on.
         Ok(())
     }
 
-    fn load_timestamp(&mut self) -> Result<()> {
-        if let Some(local) = self.local("timestamp") {
-            // Intermediate trust only; failures (expired, rotated keys) are
-            // expected and leave nothing behind except what verified.
-            let _ = self.trusted.update_timestamp(&local);
-        }
-        let url = format!("{}/timestamp.json", self.metadata_url);
-        let bytes = self.fetch_required(&url, self.config.timestamp_max_len, "timestamp.json")?;
-        if self.trusted.update_timestamp(&bytes)? {
-            self.persist("timestamp", &bytes)?;
-        }
-        Ok(())
-    }
-
-    fn load_snapshot(&mut self) -> Result<()> {
-        if let Some(local) = self.local("snapshot")
-            && self.trusted.update_snapshot(&local, true).is_ok()
-        {
-            return Ok(());
-        }
-        let meta = self.trusted.final_timestamp()?.snapshot_meta.clone();
-        let max = meta.length.unwrap_or(self.config.snapshot_max_len);
-        let name = if self.trusted.root.consistent_snapshot {
-            format!("{}.snapshot.json", meta.version)
-        } else {
-            "snapshot.json".into()
+    /// Maps tough's error to the attack it refused. `target` names the
+    /// target being downloaded, if any.
+    fn classify(
+        &self,
+        err: &ToughError,
+        bridge: &Bridge,
+        start: &Root,
+        target: Option<&str>,
+    ) -> Error {
+        let state = bridge.state();
+        // The file tough was working on: its last metadata request.
+        let last = state.requests.last();
+        let file = target
+            .map(str::to_owned)
+            .or_else(|| last.map(|(f, _)| f.clone()))
+            .unwrap_or_else(|| "metadata".into());
+        let (file_version, file_role) = match target {
+            Some(t) => (None, t.to_owned()),
+            None => last.map_or((None, "metadata".into()), |(f, _)| parse_file_name(f)),
         };
-        let url = format!("{}/{name}", self.metadata_url);
-        let bytes = self.fetch_required(&url, max, "snapshot.json")?;
-        self.trusted.update_snapshot(&bytes, false)?;
-        self.persist("snapshot", &bytes)
-    }
-
-    fn load_targets(&mut self, role: &str, parent: &str) -> Result<()> {
-        if self.trusted.targets.contains_key(role) {
-            return Ok(());
-        }
-        if let Some(local) = self.local(role)
-            && self
-                .trusted
-                .update_targets(&local, role, parent, true)
-                .is_ok()
-        {
-            return Ok(());
-        }
-        let meta = self.trusted.snapshot_meta(role)?;
-        let max = meta.length.unwrap_or(self.config.targets_max_len);
-        let name = if self.trusted.root.consistent_snapshot {
-            format!("{}.{}.json", meta.version, quote(role))
+        let what = if target.is_some() || file_role == "root" {
+            file.clone()
         } else {
-            format!("{}.json", quote(role))
+            format!("{file_role}.json")
         };
-        let url = format!("{}/{name}", self.metadata_url);
-        let bytes = self.fetch_required(&url, max, &format!("{role}.json"))?;
-        self.trusted.update_targets(&bytes, role, parent, false)?;
-        self.persist(role, &bytes)
+        let mut chain: Vec<&(dyn StdError + 'static)> = Vec::new();
+        let mut cur: Option<&(dyn StdError + 'static)> = Some(err);
+        while let Some(e) = cur {
+            chain.push(e);
+            cur = e.source();
+        }
+        // The innermost error that names an attack decides.
+        for e in chain.iter().rev() {
+            if let Some(BridgeError::TooLarge { limit }) = e.downcast_ref::<BridgeError>() {
+                return Error::EndlessData {
+                    what,
+                    limit: *limit,
+                };
+            }
+            if let Some(tough::schema::Error::SignatureThreshold {
+                threshold, valid, ..
+            }) = e.downcast_ref::<tough::schema::Error>()
+            {
+                if file_role == "root" {
+                    return Error::BadRootChain {
+                        version: file_version.unwrap_or(0),
+                        reason: chain_message(err),
+                    };
+                }
+                if let Some(ff) = fast_forward(&self.root, start, &file_role, last) {
+                    return ff;
+                }
+                return Error::Threshold {
+                    role: file_role,
+                    valid: usize::try_from(*valid).unwrap_or(usize::MAX),
+                    threshold: *threshold,
+                };
+            }
+            let Some(t) = e.downcast_ref::<ToughError>() else {
+                continue;
+            };
+            let mapped = match t {
+                ToughError::MaxSizeExceeded { max_size, .. } => Error::EndlessData {
+                    what: what.clone(),
+                    limit: *max_size,
+                },
+                ToughError::HashMismatch {
+                    calculated,
+                    expected,
+                    ..
+                } => Error::HashMismatch {
+                    what: what.clone(),
+                    detail: format!("sha256 {calculated}, signed {expected}"),
+                },
+                ToughError::OlderMetadata {
+                    role: RoleType::Root,
+                    ..
+                }
+                | ToughError::MaxUpdatesExceeded { .. } => Error::BadRootChain {
+                    version: file_version.unwrap_or(0),
+                    reason: chain_message(err),
+                },
+                ToughError::VerifyMetadata {
+                    role: RoleType::Root,
+                    ..
+                }
+                | ToughError::ParseMetadata {
+                    role: RoleType::Root,
+                    ..
+                } if file_role == "root" => Error::BadRootChain {
+                    version: file_version.unwrap_or(0),
+                    reason: chain_message(err),
+                },
+                ToughError::OlderMetadata {
+                    role,
+                    current_version,
+                    new_version,
+                    ..
+                } => Error::Rollback {
+                    role: role_name(*role).into(),
+                    trusted: *current_version,
+                    offered: *new_version,
+                },
+                ToughError::OlderSnapshotInTimestamp {
+                    snapshot_new,
+                    snapshot_old,
+                    ..
+                } => Error::Rollback {
+                    role: "snapshot".into(),
+                    trusted: *snapshot_old,
+                    offered: *snapshot_new,
+                },
+                ToughError::SnapshotRoleRollback {
+                    role,
+                    old_role_version,
+                    new_role_version,
+                    ..
+                } => Error::Rollback {
+                    role: role.trim_end_matches(".json").into(),
+                    trusted: *old_role_version,
+                    offered: *new_role_version,
+                },
+                ToughError::SnapshotRoleMissing {
+                    role, old_version, ..
+                } => Error::Rollback {
+                    role: role.trim_end_matches(".json").into(),
+                    trusted: *old_version,
+                    offered: 0,
+                },
+                ToughError::VersionMismatch {
+                    role,
+                    fetched,
+                    expected,
+                    ..
+                } => Error::MixAndMatch {
+                    role: if *role == RoleType::Snapshot {
+                        "snapshot".into()
+                    } else {
+                        file_role.clone()
+                    },
+                    by: if *role == RoleType::Snapshot {
+                        "timestamp".into()
+                    } else {
+                        "snapshot".into()
+                    },
+                    expected: *expected,
+                    got: *fetched,
+                },
+                ToughError::ParseMetadata { .. }
+                | ToughError::ParseTrustedMetadata { .. }
+                | ToughError::VerifyTrustedMetadata { .. }
+                | ToughError::VerifyMetadata { .. }
+                | ToughError::VerifyRoleMetadata { .. }
+                | ToughError::TimestampMetaLength { .. }
+                | ToughError::MissingSnapshotMeta { .. }
+                | ToughError::SnapshotTargetsMetaMissing { .. }
+                | ToughError::MetaMissing { .. }
+                | ToughError::SpecVersion { .. }
+                | ToughError::InvalidPath { .. } => Error::Malformed {
+                    what: what.clone(),
+                    reason: chain_message(err),
+                },
+                ToughError::Transport { url, .. } => Error::Transport {
+                    url: url.to_string(),
+                    reason: chain_message(err),
+                },
+                _ => continue,
+            };
+            return mapped;
+        }
+        Error::Transport {
+            url: file,
+            reason: chain_message(err),
+        }
     }
 
-    /// Finds `target` by a pre-order depth-first search of the delegation
-    /// graph (TUF 5.6.7), refreshing first if needed.
+    /// Finds `target` in the verified metadata (tough's pre-order search of
+    /// the delegation graph, TUF 5.6.7), refreshing first if needed. The
+    /// roles that vouch for it (the delegation chain from `targets` to the
+    /// role listing it) must be unexpired; they are persisted.
     pub fn target_info(&mut self, target: &str) -> Result<TargetFile> {
-        if !self.refreshed {
+        if self.loaded.is_none() {
             self.refresh()?;
         }
-        let mut stack: Vec<(String, String)> = vec![("targets".into(), "root".into())];
-        let mut visited = BTreeSet::new();
-        let mut budget = self.config.max_delegations;
-        while budget > 0 {
-            let Some((role, parent)) = stack.pop() else {
-                break;
-            };
-            if visited.contains(&role) {
-                continue;
-            }
-            self.load_targets(&role, &parent)?;
-            let t = &self.trusted.targets[&role];
-            if let Some(info) = t.targets.get(target) {
-                return Ok(info.clone());
-            }
-            visited.insert(role.clone());
-            budget -= 1;
-            if let Some(d) = &t.delegations {
-                let mut children = Vec::new();
-                for (child, _keys, terminating) in d.roles_for_target(target) {
-                    children.push((child, role.clone()));
-                    if terminating {
-                        stack.clear();
-                        break;
-                    }
-                }
-                children.reverse();
-                stack.extend(children);
+        let loaded = self
+            .loaded
+            .as_ref()
+            .ok_or_else(|| Error::Slots("refresh left no repository (client bug)".into()))?;
+        let name = TargetName::new(target)
+            .map_err(|e| Error::malformed(format!("target name {target:?}"), e))?;
+        let top = &loaded.repo.targets().signed;
+        let found = top
+            .find_target(&name, false)
+            .map_err(|_| Error::TargetNotFound(target.to_owned()))?;
+        let mut chain = Vec::new();
+        if !role_chain(top, found, &mut chain) {
+            return Err(Error::Slots(format!(
+                "{target}: found by tough but not in its role tree (client bug)"
+            )));
+        }
+        let requests: Vec<(String, Option<Vec<u8>>)> = loaded.bridge.state().requests.clone();
+        for (role, signed) in &chain {
+            let expires = UnixTime(signed.signed.expires.as_second());
+            self.check_expiry(role, expires)?;
+            let version = signed.signed.version.get();
+            let bytes = requests.iter().rev().find_map(|(file, bytes)| {
+                let (v, r) = parse_file_name(file);
+                let b = bytes.as_ref()?;
+                let matches = &r == role
+                    && v.is_none_or(|v| v == version)
+                    && version_and_expiry(b, role).is_ok_and(|(bv, _)| bv == version);
+                matches.then_some(b)
+            });
+            if let Some(bytes) = bytes {
+                write_atomic(&self.local_path(role), bytes)?;
             }
         }
-        Err(Error::TargetNotFound(target.to_owned()))
+        Ok(target_file(found))
     }
 
     /// The URL of a target under `target_base_url` (TUF 5.7.3: hash-prefixed
     /// under consistent snapshots).
     pub fn target_url(&self, target_base_url: &str, target: &str, info: &TargetFile) -> String {
         let mut path = target.to_owned();
-        if self.trusted.root.consistent_snapshot && self.config.prefix_targets_with_hash {
+        if self.root.consistent_snapshot && self.config.prefix_targets_with_hash {
             let hash = info
                 .hashes
                 .get("sha256")
@@ -581,24 +696,184 @@ impl<'a> Updater<'a> {
         format!("{}/{path}", target_base_url.trim_end_matches('/'))
     }
 
-    /// Downloads a target, reading at most its signed length, and checks
-    /// its hashes (TUF 5.7.3). Nothing unverified is returned.
+    /// Downloads a target through tough, which reads at most its signed
+    /// length and checks its SHA-256 (TUF 5.7.3); the length and every other
+    /// signed hash are checked again here. Nothing unverified is returned.
     pub fn fetch_target(
         &self,
         target_base_url: &str,
         target: &str,
         info: &TargetFile,
     ) -> Result<Vec<u8>> {
+        let loaded = self
+            .loaded
+            .as_ref()
+            .ok_or_else(|| Error::Slots("fetch_target before target_info (client bug)".into()))?;
         let url = self.target_url(target_base_url, target, info);
-        let bytes = self.fetch_required(&url, info.length, target)?;
-        check_length_and_hashes(&bytes, Some(info.length), Some(&info.hashes), target)?;
+        loaded.bridge.state().target = Some((url.clone(), info.length));
+        let name = TargetName::new(target)
+            .map_err(|e| Error::malformed(format!("target name {target:?}"), e))?;
+        let start = self.root.clone();
+        let result = block_on(&self.rt, async {
+            match loaded.repo.read_target(&name).await {
+                Ok(Some(stream)) => stream.into_vec().await.map(Some),
+                Ok(None) => Ok(None),
+                Err(e) => Err(e),
+            }
+        });
+        loaded.bridge.state().target = None;
+        let bytes = match result {
+            Ok(Some(bytes)) => bytes,
+            Ok(None) => return Err(Error::TargetNotFound(target.to_owned())),
+            Err(e) => {
+                if let Some(not_found) = find_not_found(&e) {
+                    return Err(Error::Transport {
+                        url,
+                        reason: not_found,
+                    });
+                }
+                return Err(self.classify(&e, &loaded.bridge, &start, Some(target)));
+            }
+        };
+        crate::metadata::check_length_and_hashes(
+            &bytes,
+            Some(info.length),
+            Some(&info.hashes),
+            target,
+        )?;
         Ok(bytes)
+    }
+}
+
+/// "not found" if tough's error is a request that found nothing.
+fn find_not_found(err: &ToughError) -> Option<String> {
+    let mut cur: Option<&(dyn StdError + 'static)> = Some(err);
+    while let Some(e) = cur {
+        if let Some(t) = e.downcast_ref::<TransportError>()
+            && t.kind() == TransportErrorKind::FileNotFound
+        {
+            return Some("not found".into());
+        }
+        cur = e.source();
+    }
+    None
+}
+
+/// The whole error chain on one line.
+fn chain_message(err: &dyn StdError) -> String {
+    let mut msg = err.to_string();
+    let mut cur = err.source();
+    while let Some(e) = cur {
+        let s = e.to_string();
+        if !msg.contains(&s) {
+            msg.push_str(": ");
+            msg.push_str(&s);
+        }
+        cur = e.source();
+    }
+    msg
+}
+
+/// A timestamp/snapshot/targets file that failed verification after a root
+/// rotation in this refresh, and that a threshold of the keys the rotation
+/// revoked did sign: a fast-forward attack (TUF 5.3.11), not a plain
+/// threshold miss.
+fn fast_forward(
+    root: &Root,
+    start: &Root,
+    role: &str,
+    last: Option<&(String, Option<Vec<u8>>)>,
+) -> Option<Error> {
+    if !["timestamp", "snapshot", "targets"].contains(&role)
+        || start.common.version == root.common.version
+    {
+        return None;
+    }
+    let env = Envelope::parse(last?.1.as_ref()?, role).ok()?;
+    let old = start.role(role);
+    let revoked_role = RoleKeys {
+        keyids: old
+            .keyids
+            .iter()
+            .filter(|id| !root.role(role).keyids.contains(id))
+            .cloned()
+            .collect(),
+        threshold: old.threshold,
+    };
+    let revoked = env.count_valid(&revoked_role, &start.keys);
+    (revoked as u64 >= old.threshold).then(|| Error::FastForward {
+        role: role.to_owned(),
+        revoked,
+        valid: env.count_valid(root.role(role), &root.keys),
+        threshold: root.role(role).threshold,
+    })
+}
+
+/// The delegation chain (role name, metadata) from `top` to the role whose
+/// `targets` holds `found` (the very entry tough's search returned).
+fn role_chain<'t>(
+    top: &'t ToughTargets,
+    found: &Target,
+    chain: &mut Vec<(String, &'t Signed<ToughTargets>)>,
+) -> bool {
+    fn walk<'t>(
+        t: &'t ToughTargets,
+        found: &Target,
+        chain: &mut Vec<(String, &'t Signed<ToughTargets>)>,
+        depth: usize,
+    ) -> bool {
+        if t.targets.values().any(|v| std::ptr::eq(v, found)) {
+            return true;
+        }
+        // tough loads each role once, so the tree is finite; the depth
+        // bound is belt and braces.
+        if depth > 64 {
+            return false;
+        }
+        let Some(d) = &t.delegations else {
+            return false;
+        };
+        for role in &d.roles {
+            if let Some(signed) = &role.targets {
+                chain.push((role.name.clone(), signed));
+                if walk(&signed.signed, found, chain, depth + 1) {
+                    return true;
+                }
+                chain.pop();
+            }
+        }
+        false
+    }
+    walk(top, found, chain, 0)
+}
+
+/// Our view of a tough target entry.
+fn target_file(t: &Target) -> TargetFile {
+    let mut hashes: std::collections::BTreeMap<String, String> = t
+        .hashes
+        ._extra
+        .iter()
+        .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_ascii_lowercase())))
+        .collect();
+    hashes.insert("sha256".into(), hex::encode(&t.hashes.sha256));
+    let custom = (!t.custom.is_empty()).then(|| {
+        Value::Object(
+            t.custom
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        )
+    });
+    TargetFile {
+        length: t.length,
+        hashes,
+        custom,
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::quote;
+    use super::{parse_file_name, quote};
 
     #[test]
     fn quoting_matches_python_quote_with_no_safe_chars() {
@@ -606,5 +881,17 @@ mod tests {
         assert_eq!(quote("../delegatedrole"), "..%2Fdelegatedrole");
         assert_eq!(quote("a b/#"), "a%20b%2F%23");
         assert_eq!(quote("role-1_x.y~"), "role-1_x.y~");
+    }
+
+    #[test]
+    fn requested_file_names_give_role_and_version() {
+        assert_eq!(parse_file_name("timestamp.json"), (None, "timestamp".into()));
+        assert_eq!(parse_file_name("7.snapshot.json"), (Some(7), "snapshot".into()));
+        assert_eq!(parse_file_name("3.%3F.json"), (Some(3), "?".into()));
+        assert_eq!(
+            parse_file_name("..%2Fdelegatedrole.json"),
+            (None, "../delegatedrole".into())
+        );
+        assert_eq!(parse_file_name("12.root.json"), (Some(12), "root".into()));
     }
 }
