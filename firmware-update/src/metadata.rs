@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde_json::{Map, Value};
 
 use crate::clock::UnixTime;
-use crate::crypto::{PublicKey, canonical_json, sha256_hex};
+use crate::crypto::{PublicKey, canonical_json};
 use crate::error::{Error, Result};
 
 /// Names of the top-level roles.
@@ -577,25 +577,6 @@ impl Delegations {
         })
     }
 
-    /// Roles that may list `target`, in search order, with their
-    /// terminating flag (TUF 5.6.7.2).
-    pub fn roles_for_target(&self, target: &str) -> Vec<(String, RoleKeys, bool)> {
-        if let Some(s) = &self.succinct {
-            let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, target.as_bytes());
-            let mut first = [0u8; 4];
-            first.copy_from_slice(&digest.as_ref()[..4]);
-            let bin = u32::from_be_bytes(first) >> (32 - s.bit_length);
-            let width = (s.bit_length as usize).div_ceil(4);
-            let name = format!("{}-{:0width$x}", s.name_prefix, bin);
-            return vec![(name, s.keys.clone(), true)];
-        }
-        self.roles
-            .iter()
-            .filter(|r| r.matches(target))
-            .map(|r| (r.name.clone(), r.keys.clone(), r.terminating))
-            .collect()
-    }
-
     /// Whether `name` is one of the roles these delegations define.
     pub fn role_keys(&self, name: &str) -> Option<RoleKeys> {
         if let Some(s) = &self.succinct {
@@ -614,113 +595,6 @@ impl Delegations {
             .find(|r| r.name == name)
             .map(|r| r.keys.clone())
     }
-}
-
-impl DelegatedRole {
-    /// Whether this role is trusted for `target` (TUF 5.6.7.2).
-    pub fn matches(&self, target: &str) -> bool {
-        if let Some(paths) = &self.paths {
-            return paths.iter().any(|p| path_matches(p, target));
-        }
-        if let Some(prefixes) = &self.path_hash_prefixes {
-            let h = sha256_hex(target.as_bytes());
-            return prefixes.iter().any(|p| h.starts_with(p.as_str()));
-        }
-        false
-    }
-}
-
-/// Shell-style match where `*` and `?` never cross a `/`, and both sides
-/// must have the same number of `/`-separated parts (python-tuf semantics).
-pub fn path_matches(pattern: &str, target: &str) -> bool {
-    let pp: Vec<&str> = pattern.split('/').collect();
-    let tp: Vec<&str> = target.split('/').collect();
-    pp.len() == tp.len()
-        && pp
-            .iter()
-            .zip(&tp)
-            .all(|(p, t)| glob(p.as_bytes(), t.as_bytes()))
-}
-
-fn glob(p: &[u8], t: &[u8]) -> bool {
-    // Iterative wildcard match with single-star backtracking; `[...]` classes
-    // are matched literally-or-class as fnmatch does.
-    let (mut pi, mut ti) = (0, 0);
-    let (mut star, mut mark) = (None, 0);
-    while ti < t.len() {
-        if pi < p.len() {
-            match p[pi] {
-                b'*' => {
-                    star = Some(pi);
-                    mark = ti;
-                    pi += 1;
-                    continue;
-                }
-                b'?' => {
-                    pi += 1;
-                    ti += 1;
-                    continue;
-                }
-                b'[' => {
-                    if let Some((matched, len)) = class(&p[pi..], t[ti]) {
-                        if matched {
-                            pi += len;
-                            ti += 1;
-                            continue;
-                        }
-                    } else if t[ti] == b'[' {
-                        pi += 1;
-                        ti += 1;
-                        continue;
-                    }
-                }
-                c if c == t[ti] => {
-                    pi += 1;
-                    ti += 1;
-                    continue;
-                }
-                _ => {}
-            }
-        }
-        match star {
-            Some(s) => {
-                pi = s + 1;
-                mark += 1;
-                ti = mark;
-            }
-            None => return false,
-        }
-    }
-    p[pi..].iter().all(|&c| c == b'*')
-}
-
-/// Matches `c` against a `[...]` class at the start of `p`; returns
-/// (matched, pattern length) or `None` if the class is not closed.
-fn class(p: &[u8], c: u8) -> Option<(bool, usize)> {
-    let mut i = 1;
-    let negate = matches!(p.get(i), Some(b'!'));
-    if negate {
-        i += 1;
-    }
-    let start = i;
-    let mut matched = false;
-    while i < p.len() {
-        if p[i] == b']' && i > start {
-            return Some((matched != negate, i + 1));
-        }
-        if i + 2 < p.len() && p[i + 1] == b'-' && p[i + 2] != b']' {
-            if p[i] <= c && c <= p[i + 2] {
-                matched = true;
-            }
-            i += 3;
-        } else {
-            if p[i] == c {
-                matched = true;
-            }
-            i += 1;
-        }
-    }
-    None
 }
 
 /// Checks `data` against a stated length and hashes (TUF 5.5.1, 5.6.1,
@@ -769,19 +643,6 @@ pub fn hash_hex(alg: &str, data: &[u8]) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn glob_semantics_follow_python_tuf() {
-        assert!(path_matches("server/*", "server/confidant-1.2"));
-        assert!(!path_matches("server/*", "server/x/y"));
-        assert!(!path_matches("server/*", "models/a"));
-        assert!(path_matches("*.txt", "a.txt"));
-        assert!(!path_matches("*.txt", "dir/a.txt"));
-        assert!(path_matches("file?.[a-c]", "file1.b"));
-        assert!(!path_matches("file?.[!a-c]", "file1.b"));
-        assert!(path_matches("*", "anything"));
-        assert!(!path_matches("a*b", "acd"));
-    }
 
     #[test]
     fn duplicate_signature_key_ids_are_refused() {

@@ -322,6 +322,7 @@ impl Repo {
         {
             return Err(Error::Repo(format!("bad target name {name:?}")));
         }
+        self.check_delegated(role, name)?;
         let hash = sha256_hex(data);
         let (dir, base) = name.rsplit_once('/').map_or(("", name), |(d, b)| (d, b));
         let tdir = self.targets_dir().join(dir);
@@ -340,6 +341,88 @@ impl Repo {
             t.insert(name.to_owned(), entry);
             Ok(())
         })
+    }
+
+    /// Refuses a target that `role` is not trusted for: every delegation on
+    /// the way from `targets` to `role` must cover `name`, as the client
+    /// (tough) checks. A role listing a target outside its paths would make
+    /// every client refuse the whole repository, not only that target.
+    fn check_delegated(&self, role: &str, name: &str) -> Result<()> {
+        let target = tough::TargetName::new(name)
+            .map_err(|e| Error::Repo(format!("bad target name {name:?}: {e}")))?;
+        let mut current = role.to_owned();
+        // Delegation chains are short; the bound stops a cycle.
+        for _ in 0..64 {
+            if current == "targets" {
+                return Ok(());
+            }
+            let Some((delegator, entry)) = self.delegation_entry(&current)? else {
+                return Err(Error::Repo(format!(
+                    "no role delegates to {current:?} (delegate it first)"
+                )));
+            };
+            let paths = entry
+                .get("paths")
+                .or_else(|| entry.get("path_hash_prefixes"))
+                .cloned()
+                .unwrap_or(Value::Null);
+            let role_entry: tough::schema::DelegatedRole = serde_json::from_value(entry)
+                .map_err(|e| Error::Repo(format!("delegation of {current:?}: {e}")))?;
+            let one = tough::schema::Delegations {
+                keys: std::collections::HashMap::new(),
+                roles: vec![role_entry],
+            };
+            if !one.target_is_delegated(&target) {
+                return Err(Error::Repo(format!(
+                    "{name:?} is outside the paths {paths} that {delegator:?} delegates to {current:?}; \
+                     clients would refuse the whole repository"
+                )));
+            }
+            current = delegator;
+        }
+        Err(Error::Repo(format!(
+            "delegation chain of {role:?} is too deep or cyclic"
+        )))
+    }
+
+    /// The entry of `delegations.roles` for `role`, and the name of the role
+    /// holding it: staged metadata first, then published.
+    fn delegation_entry(&self, role: &str) -> Result<Option<(String, Value)>> {
+        let mut candidates: Vec<(String, PathBuf)> = Vec::new();
+        if let Ok(rd) = std::fs::read_dir(self.dir.join("staged")) {
+            for e in rd.flatten() {
+                let file = e.file_name().to_string_lossy().into_owned();
+                if let Some(q) = file.strip_suffix(".json") {
+                    candidates.push((crate::transport::percent_decode(q), e.path()));
+                }
+            }
+        }
+        if let Some(snap) = self.published_snapshot()? {
+            for (file, m) in &snap.meta {
+                let r = file.trim_end_matches(".json");
+                let path = self
+                    .metadata_dir()
+                    .join(format!("{}.{}.json", m.version, quote(r)));
+                candidates.push((r.to_owned(), path));
+            }
+        }
+        for (delegator, path) in candidates {
+            if TOP_LEVEL.contains(&delegator.as_str()) && delegator != "targets" {
+                continue;
+            }
+            let Ok(env) = read_json(&path) else {
+                continue;
+            };
+            let roles = env["signed"]["delegations"]["roles"].as_array();
+            if let Some(entry) = roles
+                .into_iter()
+                .flatten()
+                .find(|r| r["name"].as_str() == Some(role))
+            {
+                return Ok(Some((delegator, entry.clone())));
+            }
+        }
+        Ok(None)
     }
 
     /// Delegates `spec.paths` from `from` to a new (or updated) role, and

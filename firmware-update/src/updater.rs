@@ -32,6 +32,7 @@
 //! refresh even for targets it does not cover; targets must carry a SHA-256
 //! hash.
 
+use std::collections::BTreeMap;
 use std::error::Error as StdError;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -46,9 +47,12 @@ use tough::{
 use url::Url;
 
 use crate::clock::{Clock, UnixTime};
+use crate::crypto::PublicKey;
 use crate::error::{Error, Result};
 use crate::fsutil::write_atomic;
-use crate::metadata::{Envelope, RoleKeys, Root, TargetFile};
+use crate::metadata::{
+    Envelope, RoleKeys, Root, Snapshot, TargetFile, Targets, Timestamp, check_length_and_hashes,
+};
 use crate::transport::{FetchError, Transport, percent_decode};
 
 /// Limits and knobs; the defaults are python-tuf's.
@@ -149,12 +153,131 @@ struct Bridge {
     metadata_url: String,
     config: Config,
     state: Arc<Mutex<BridgeState>>,
+    /// The root the refresh starts from and our trusted timestamp, for the
+    /// equal-version rule (see [`Bridge::keep_trusted_timestamp`]).
+    start_root: Arc<Vec<u8>>,
+    trusted_timestamp: Option<Arc<Vec<u8>>>,
+    /// Where our trusted snapshot and targets are (see
+    /// [`Bridge::trusted_copy`]).
+    metadata_dir: Arc<PathBuf>,
 }
 
 impl Bridge {
     fn state(&self) -> MutexGuard<'_, BridgeState> {
         // A poisoned lock only means a panic elsewhere; the record is plain data.
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A repository may re-sign a timestamp without raising its version.
+    /// python-tuf and go-tuf then keep the trusted one (and do not follow
+    /// the new one to a snapshot); tough would accept it, as its version is
+    /// not lower. When the fetched timestamp has the trusted one's version
+    /// and the trusted one still verifies under the newest root seen in
+    /// this refresh, tough is given the trusted bytes: it verifies them as
+    /// it would any others.
+    fn keep_trusted_timestamp(&self, fetched: &[u8]) -> Option<Vec<u8>> {
+        let trusted = self.trusted_timestamp.as_deref()?;
+        if trusted.as_slice() == fetched {
+            return None;
+        }
+        let (v_new, _) = version_and_expiry(fetched, "timestamp").ok()?;
+        let (v_old, _) = version_and_expiry(trusted, "timestamp").ok()?;
+        if v_new != v_old {
+            return None;
+        }
+        let root = self.newest_root()?;
+        let env = Envelope::parse(trusted, "timestamp").ok()?;
+        env.verify("timestamp", root.role("timestamp"), &root.keys)
+            .ok()?;
+        Some(trusted.clone())
+    }
+
+    /// The newest root seen in this refresh (tough asks for the root chain
+    /// first and stops at the first bad link, so a later request means it
+    /// accepted every root it was given).
+    fn newest_root(&self) -> Option<Root> {
+        let state = self.state();
+        let bytes = state
+            .requests
+            .iter()
+            .rev()
+            .find_map(|(file, bytes)| match parse_file_name(file) {
+                (Some(_), role) if role == "root" => bytes.as_deref(),
+                _ => None,
+            })
+            .unwrap_or(self.start_root.as_slice());
+        Root::from_signed(&Envelope::parse(bytes, "root").ok()?.signed).ok()
+    }
+
+    /// The bytes most recently given to tough for a top-level role.
+    fn last_given(&self, role: &str) -> Option<Vec<u8>> {
+        self.state()
+            .requests
+            .iter()
+            .rev()
+            .find_map(|(file, bytes)| (parse_file_name(file).1 == role).then(|| bytes.clone()))
+            .flatten()
+    }
+
+    /// The keys a targets role given to tough in this refresh delegates to
+    /// `role` with: (the role's key ids and threshold, the key map).
+    fn delegator_keys(&self, role: &str) -> Option<(RoleKeys, BTreeMap<String, PublicKey>)> {
+        let state = self.state();
+        state.requests.iter().rev().find_map(|(file, bytes)| {
+            let (_, name) = parse_file_name(file);
+            if ["root", "timestamp", "snapshot"].contains(&name.as_str()) {
+                return None;
+            }
+            let env = Envelope::parse(bytes.as_deref()?, &name).ok()?;
+            let d = Targets::from_signed(&env.signed, &name).ok()?.delegations?;
+            Some((d.role_keys(role)?, d.keys))
+        })
+    }
+
+    /// Our trusted copy of a snapshot, targets or delegated targets role,
+    /// when it is exactly what the metadata tough just accepted requires:
+    /// the version, the length and hashes if stated, and signatures that
+    /// verify under the newest root (or the delegating role). tough is then
+    /// given it instead of a download, and verifies it as any other; this
+    /// is python-tuf's use of its local copies: no request, and a mirror
+    /// cannot swap in a different file of that version. Anything else is
+    /// downloaded.
+    fn trusted_copy(&self, file: &str) -> Option<Vec<u8>> {
+        let (_, role) = parse_file_name(file);
+        let (meta, keys) = match role.as_str() {
+            "root" | "timestamp" => return None,
+            "snapshot" => {
+                let ts = self.last_given("timestamp")?;
+                let meta = Timestamp::from_signed(&Envelope::parse(&ts, "timestamp").ok()?.signed)
+                    .ok()?
+                    .snapshot_meta;
+                let root = self.newest_root()?;
+                (meta, (root.role("snapshot").clone(), root.keys))
+            }
+            _ => {
+                let snap = self.last_given("snapshot")?;
+                let meta = Snapshot::from_signed(&Envelope::parse(&snap, "snapshot").ok()?.signed)
+                    .ok()?
+                    .meta
+                    .get(&format!("{role}.json"))?
+                    .clone();
+                let keys = if role == "targets" {
+                    let root = self.newest_root()?;
+                    (root.role("targets").clone(), root.keys)
+                } else {
+                    self.delegator_keys(&role)?
+                };
+                (meta, keys)
+            }
+        };
+        let local = std::fs::read(self.metadata_dir.join(format!("{}.json", quote(&role)))).ok()?;
+        let env = Envelope::parse(&local, &role).ok()?;
+        if env.signed.get("version").and_then(Value::as_u64) != Some(meta.version) {
+            return None;
+        }
+        check_length_and_hashes(&local, meta.length, meta.hashes.as_ref(), file).ok()?;
+        env.verify(&role, &keys.0, &keys.1).ok()?;
+        Some(local)
     }
 
     /// The largest body worth reading for a metadata file; tough applies
@@ -178,6 +301,16 @@ fn failed_stream(url: &str, cause: BridgeError) -> TransportStream {
 impl tough::Transport for Bridge {
     async fn fetch(&self, url: Url) -> std::result::Result<TransportStream, TransportError> {
         let requested = url.as_str();
+        if let Some(file) = requested.strip_prefix(METADATA_BASE)
+            && let Some(local) = self.trusted_copy(file)
+        {
+            self.state()
+                .requests
+                .push((file.to_owned(), Some(local.clone())));
+            return Ok(Box::pin(futures_util::stream::iter([Ok(Bytes::from(
+                local,
+            ))])));
+        }
         let (real, cap, record) = if let Some(file) = requested.strip_prefix(METADATA_BASE) {
             let real = format!("{}/{file}", self.metadata_url);
             (real, self.metadata_cap(file), Some(file.to_owned()))
@@ -194,7 +327,13 @@ impl tough::Transport for Bridge {
                 url,
             ));
         };
-        let result = self.inner.fetch(&real, cap);
+        let mut result = self.inner.fetch(&real, cap);
+        if record.as_deref() == Some("timestamp.json")
+            && let Ok(fetched) = &result
+            && let Some(trusted) = self.keep_trusted_timestamp(fetched)
+        {
+            result = Ok(trusted);
+        }
         if let Some(file) = record {
             let bytes = result.as_ref().ok().cloned();
             self.state().requests.push((file, bytes));
@@ -203,30 +342,33 @@ impl tough::Transport for Bridge {
             Ok(bytes) => Ok(Box::pin(futures_util::stream::iter([Ok(Bytes::from(
                 bytes,
             ))]))),
-            Err(FetchError::NotFound) => Err(TransportError::new(
-                TransportErrorKind::FileNotFound,
-                real,
-            )),
+            Err(FetchError::NotFound) => {
+                Err(TransportError::new(TransportErrorKind::FileNotFound, real))
+            }
             // Failures other than "not found" are returned inside the stream:
             // tough treats a failed request for the next root as "no newer
             // root", which must not hide endless data or a broken mirror.
-            Err(FetchError::TooLarge) => Ok(failed_stream(
-                &real,
-                BridgeError::TooLarge { limit: cap },
-            )),
+            Err(FetchError::TooLarge) => {
+                Ok(failed_stream(&real, BridgeError::TooLarge { limit: cap }))
+            }
             Err(FetchError::Other(reason)) => Ok(failed_stream(&real, BridgeError::Other(reason))),
         }
     }
 }
 
-/// Runs a tough future to completion on `rt`, from a scoped thread so that
-/// callers inside an async runtime can use the blocking API too.
-fn block_on<F>(rt: &tokio::runtime::Runtime, fut: F) -> F::Output
+/// Runs a tough future to completion on a current-thread runtime of its
+/// own, in a scoped thread: callers inside an async runtime can use this
+/// blocking API too (a runtime may be neither entered nor dropped there).
+fn block_on<F>(fut: F) -> std::io::Result<F::Output>
 where
     F: std::future::Future + Send,
     F::Output: Send,
 {
-    std::thread::scope(|s| match s.spawn(|| rt.block_on(fut)).join() {
+    let run = || {
+        let rt = tokio::runtime::Builder::new_current_thread().build()?;
+        Ok(rt.block_on(fut))
+    };
+    std::thread::scope(|s| match s.spawn(run).join() {
         Ok(v) => v,
         Err(panic) => std::panic::resume_unwind(panic),
     })
@@ -272,7 +414,6 @@ pub struct Updater<'a> {
     now: UnixTime,
     root: Root,
     loaded: Option<Loaded>,
-    rt: tokio::runtime::Runtime,
 }
 
 impl std::fmt::Debug for Updater<'_> {
@@ -284,7 +425,7 @@ impl std::fmt::Debug for Updater<'_> {
     }
 }
 
-/// The four top-level roles tough keeps in its datastore, in workflow order.
+/// The top-level roles after root, in workflow order.
 const TOP_LEVEL: [&str; 3] = ["timestamp", "snapshot", "targets"];
 
 impl<'a> Updater<'a> {
@@ -299,9 +440,6 @@ impl<'a> Updater<'a> {
     ) -> Result<Self> {
         let metadata_dir = metadata_dir.into();
         let root = Self::read_root(&metadata_dir)?.1;
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .build()
-            .map_err(Error::io("starting the TUF client runtime", &metadata_dir))?;
         Ok(Self {
             metadata_dir,
             metadata_url: metadata_url.trim_end_matches('/').to_owned(),
@@ -310,7 +448,6 @@ impl<'a> Updater<'a> {
             now: clock.now(),
             root,
             loaded: None,
-            rt,
         })
     }
 
@@ -360,11 +497,15 @@ impl<'a> Updater<'a> {
             .prefix("confidant-tuf-")
             .tempdir()
             .map_err(Error::io("creating a datastore", std::env::temp_dir()))?;
+        let mut trusted_timestamp = None;
         for role in ["timestamp", "snapshot"] {
             let local = self.local_path(role);
-            if local.exists() {
+            if let Ok(bytes) = std::fs::read(&local) {
                 let to = datastore.path().join(format!("{role}.json"));
-                std::fs::copy(&local, &to).map_err(Error::io("seeding the datastore", &to))?;
+                std::fs::write(&to, &bytes).map_err(Error::io("seeding the datastore", &to))?;
+                if role == "timestamp" {
+                    trusted_timestamp = Some(Arc::new(bytes));
+                }
             }
         }
         let bridge = Bridge {
@@ -372,6 +513,9 @@ impl<'a> Updater<'a> {
             metadata_url: self.metadata_url.clone(),
             config: self.config,
             state: Arc::default(),
+            start_root: Arc::new(root_bytes.clone()),
+            trusted_timestamp,
+            metadata_dir: Arc::new(self.metadata_dir.clone()),
         };
         let bases = Url::parse(METADATA_BASE).and_then(|m| Ok((m, Url::parse(TARGETS_BASE)?)));
         let (metadata_base, targets_base) =
@@ -388,15 +532,25 @@ impl<'a> Updater<'a> {
             .limits(limits)
             .datastore(datastore.path())
             .expiration_enforcement(ExpirationEnforcement::Unsafe);
-        let result = block_on(&self.rt, loader.load());
+        let result = block_on(loader.load()).map_err(Error::io(
+            "starting the TUF client runtime",
+            &self.metadata_dir,
+        ))?;
 
         // Whatever tough accepted before it stopped is kept, as python-tuf
         // keeps each metadata file as soon as it is verified: first the root
         // chain, then the top-level roles in order, each only if unexpired.
-        let accepted = self.persist_accepted(&bridge, datastore.path(), &start_root);
+        let accepted =
+            self.persist_accepted(&bridge, datastore.path(), &start_root, result.is_ok());
         match result {
             Ok(repo) => {
                 accepted?;
+                // tough verified every delegated role: the unexpired ones
+                // are kept, so the next refresh has trusted copies of them.
+                let mut roles = Vec::new();
+                all_delegated(&repo.targets().signed, &mut roles, 0);
+                roles.retain(|(_, signed)| self.now < UnixTime(signed.signed.expires.as_second()));
+                self.persist_delegated(&bridge, &roles)?;
                 self.loaded = Some(Loaded { repo, bridge });
                 Ok(())
             }
@@ -411,8 +565,17 @@ impl<'a> Updater<'a> {
 
     /// Persists the root and the top-level roles tough accepted in this
     /// load (the bytes it verified), checking each one's expiry first.
-    fn persist_accepted(&mut self, bridge: &Bridge, datastore: &Path, start: &Root) -> Result<()> {
+    fn persist_accepted(
+        &mut self,
+        bridge: &Bridge,
+        datastore: &Path,
+        start: &Root,
+        loaded: bool,
+    ) -> Result<()> {
         let requests = bridge.state().requests.clone();
+        // The final root's expiry counts once the chain is done (TUF 5.3.10):
+        // a failure inside the chain is reported as such.
+        let past_root = loaded || requests.iter().any(|(f, _)| f == "timestamp.json");
         let accepted = |role: &str| -> Option<(Vec<u8>, u64, UnixTime)> {
             let kept = std::fs::read(datastore.join(format!("{role}.json"))).ok()?;
             let (version, _) = version_and_expiry(&kept, role).ok()?;
@@ -429,28 +592,28 @@ impl<'a> Updater<'a> {
         {
             write_atomic(&self.metadata_dir.join("root.json"), &bytes)?;
             self.root = Self::read_root(&self.metadata_dir)?.1;
-            self.check_expiry("root", expires)?;
-        } else {
+            if past_root {
+                self.check_expiry("root", expires)?;
+            }
+        } else if past_root {
             self.check_expiry("root", self.root.common.expires)?;
         }
         for role in TOP_LEVEL {
-            let kept = datastore.join(format!("{role}.json")).exists();
-            let local = self.local_path(role);
-            if !kept {
-                // tough dropped it (timestamp or snapshot keys rotated) or
-                // never reached it.
-                if role != "targets" && local.exists() {
-                    std::fs::remove_file(&local).map_err(Error::io("removing", &local))?;
-                }
-                return Ok(());
-            }
+            // Not in the datastore: tough never reached it, or dropped it
+            // because the timestamp or snapshot keys rotated (TUF 5.3.11).
+            // Our copy is then left as python-tuf leaves it: it no longer
+            // verifies under the new keys, so the next refresh ignores it
+            // for rollback checks (a fast-forward is recovered from); if it
+            // still verifies, its keys were not revoked and it stays valid
+            // evidence. Seeded and not replaced: the load stopped before it.
             let Some((bytes, _, expires)) = accepted(role) else {
-                // Seeded from our copy and not replaced: the load stopped
-                // before this role.
                 return Ok(());
             };
+            let local = self.local_path(role);
             self.check_expiry(role, expires)?;
-            write_atomic(&local, &bytes)?;
+            if std::fs::read(&local).ok().as_ref() != Some(&bytes) {
+                write_atomic(&local, &bytes)?;
+            }
         }
         // Delegated roles are kept later, for the roles a target search
         // relies on.
@@ -633,6 +796,34 @@ impl<'a> Updater<'a> {
         }
     }
 
+    /// Writes the bytes tough verified for these delegated roles (each
+    /// under `<quoted name>.json`), unless our copy is already those bytes.
+    fn persist_delegated(
+        &self,
+        bridge: &Bridge,
+        roles: &[(String, &Signed<ToughTargets>)],
+    ) -> Result<()> {
+        let requests = bridge.state().requests.clone();
+        for (role, signed) in roles {
+            let version = signed.signed.version.get();
+            let bytes = requests.iter().rev().find_map(|(file, bytes)| {
+                let (v, r) = parse_file_name(file);
+                let b = bytes.as_ref()?;
+                let matches = &r == role
+                    && v.is_none_or(|v| v == version)
+                    && version_and_expiry(b, role).is_ok_and(|(bv, _)| bv == version);
+                matches.then_some(b)
+            });
+            let local = self.local_path(role);
+            if let Some(bytes) = bytes
+                && std::fs::read(&local).ok().as_ref() != Some(bytes)
+            {
+                write_atomic(&local, bytes)?;
+            }
+        }
+        Ok(())
+    }
+
     /// Finds `target` in the verified metadata (tough's pre-order search of
     /// the delegation graph, TUF 5.6.7), refreshing first if needed. The
     /// roles that vouch for it (the delegation chain from `targets` to the
@@ -657,23 +848,11 @@ impl<'a> Updater<'a> {
                 "{target}: found by tough but not in its role tree (client bug)"
             )));
         }
-        let requests: Vec<(String, Option<Vec<u8>>)> = loaded.bridge.state().requests.clone();
         for (role, signed) in &chain {
             let expires = UnixTime(signed.signed.expires.as_second());
             self.check_expiry(role, expires)?;
-            let version = signed.signed.version.get();
-            let bytes = requests.iter().rev().find_map(|(file, bytes)| {
-                let (v, r) = parse_file_name(file);
-                let b = bytes.as_ref()?;
-                let matches = &r == role
-                    && v.is_none_or(|v| v == version)
-                    && version_and_expiry(b, role).is_ok_and(|(bv, _)| bv == version);
-                matches.then_some(b)
-            });
-            if let Some(bytes) = bytes {
-                write_atomic(&self.local_path(role), bytes)?;
-            }
         }
+        self.persist_delegated(&loaded.bridge, &chain)?;
         Ok(target_file(found))
     }
 
@@ -714,13 +893,17 @@ impl<'a> Updater<'a> {
         let name = TargetName::new(target)
             .map_err(|e| Error::malformed(format!("target name {target:?}"), e))?;
         let start = self.root.clone();
-        let result = block_on(&self.rt, async {
+        let result = block_on(async {
             match loaded.repo.read_target(&name).await {
                 Ok(Some(stream)) => stream.into_vec().await.map(Some),
                 Ok(None) => Ok(None),
                 Err(e) => Err(e),
             }
-        });
+        })
+        .map_err(Error::io(
+            "starting the TUF client runtime",
+            &self.metadata_dir,
+        ))?;
         loaded.bridge.state().target = None;
         let bytes = match result {
             Ok(Some(bytes)) => bytes,
@@ -735,12 +918,7 @@ impl<'a> Updater<'a> {
                 return Err(self.classify(&e, &loaded.bridge, &start, Some(target)));
             }
         };
-        crate::metadata::check_length_and_hashes(
-            &bytes,
-            Some(info.length),
-            Some(&info.hashes),
-            target,
-        )?;
+        check_length_and_hashes(&bytes, Some(info.length), Some(&info.hashes), target)?;
         Ok(bytes)
     }
 }
@@ -807,6 +985,25 @@ fn fast_forward(
         valid: env.count_valid(root.role(role), &root.keys),
         threshold: root.role(role).threshold,
     })
+}
+
+/// Every delegated role tough loaded under `t`, in pre-order.
+fn all_delegated<'t>(
+    t: &'t ToughTargets,
+    out: &mut Vec<(String, &'t Signed<ToughTargets>)>,
+    depth: usize,
+) {
+    // tough loads each role once, so the tree is finite; the depth bound is
+    // belt and braces.
+    if depth > 64 {
+        return;
+    }
+    for role in t.delegations.iter().flat_map(|d| &d.roles) {
+        if let Some(signed) = &role.targets {
+            out.push((role.name.clone(), signed));
+            all_delegated(&signed.signed, out, depth + 1);
+        }
+    }
 }
 
 /// The delegation chain (role name, metadata) from `top` to the role whose
@@ -885,8 +1082,14 @@ mod tests {
 
     #[test]
     fn requested_file_names_give_role_and_version() {
-        assert_eq!(parse_file_name("timestamp.json"), (None, "timestamp".into()));
-        assert_eq!(parse_file_name("7.snapshot.json"), (Some(7), "snapshot".into()));
+        assert_eq!(
+            parse_file_name("timestamp.json"),
+            (None, "timestamp".into())
+        );
+        assert_eq!(
+            parse_file_name("7.snapshot.json"),
+            (Some(7), "snapshot".into())
+        );
         assert_eq!(parse_file_name("3.%3F.json"), (Some(3), "?".into()));
         assert_eq!(
             parse_file_name("..%2Fdelegatedrole.json"),

@@ -1,10 +1,13 @@
-//! awslabs/tough (the Rust TUF client this design started from) loads a
-//! repository made by our tooling — root rotation, thresholds, delegations,
-//! consistent snapshots — and finds the target we signed.
+//! Plain awslabs/tough (the library the client is built on), with its own
+//! file transport and the system clock, loads a repository made by our
+//! tooling — root rotation, thresholds, delegations, consistent snapshots —
+//! and finds the target we signed: the repositories are usable by any tough
+//! user, not only through our client's layer.
 //!
 //! It does not download it: under consistent snapshots tough 0.24 requests
 //! `<sha256>.server/confidant`, prefixing the whole target path, where TUF
-//! 5.7.3 (and python-tuf, and this crate) use `server/<sha256>.confidant`.
+//! 5.7.3 (and python-tuf, and our client's transport) use
+//! `server/<sha256>.confidant`.
 
 mod common;
 
