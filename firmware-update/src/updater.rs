@@ -5,8 +5,9 @@
 //! own root keys, versions N+1), timestamp → snapshot → targets, delegated
 //! targets roles, rollback and mix-and-match checks against the trusted
 //! metadata, and a size or hash bound on every download. tough also
-//! downloads targets, reading at most their signed length and checking their
-//! SHA-256. This module adds what tough does not do:
+//! searches the delegations for a target and downloads it, reading at most
+//! its signed length and checking its SHA-256. This module adds what tough
+//! does not do:
 //!
 //! - **Expiry against an injectable [`Clock`].** tough only knows the system
 //!   clock, so it runs with `ExpirationEnforcement::Unsafe`, and every role
@@ -15,10 +16,13 @@
 //! - **Durable trusted state.** The exact bytes tough verified are written
 //!   atomically (fsync'd) to `metadata_dir` under unversioned names
 //!   (`root.json`, `timestamp.json`, `snapshot.json`, `targets.json`, and
-//!   delegated roles as `<quoted name>.json`). tough works in a scratch
-//!   datastore seeded from them on every refresh, so its rollback checks run
-//!   against our trusted copies, and its removal of timestamp and snapshot
-//!   after a key rotation (fast-forward recovery, TUF 5.3.11) is mirrored.
+//!   delegated roles as `<quoted name>.json`), each as soon as it is
+//!   accepted. tough works in a scratch datastore seeded from them on every
+//!   refresh, so its rollback checks run against our trusted copies.
+//! - **Trusted copies.** A snapshot, targets or delegated role that is
+//!   exactly what the just-accepted metadata requires, and that verifies, is
+//!   given to tough from `metadata_dir` instead of being downloaded.
+//! - **Equal-version timestamps** are not followed (python-tuf, go-tuf).
 //! - **One [`Error`] variant per attack**, recovered from tough's error
 //!   chain and the file tough was working on.
 //! - **Target URLs per TUF 5.7.3.** Under consistent snapshots a target
@@ -26,11 +30,12 @@
 //!   `<sha256>.dir/name`. The bridge transport points tough's request at the
 //!   right file, and tough still bounds and hashes what it reads.
 //!
-//! Differences from python-tuf that come from tough: every delegated role is
-//! fetched and verified at refresh (python-tuf fetches lazily, on a target
-//! search), so a delegated role that cannot be fetched or verified fails the
-//! refresh even for targets it does not cover; targets must carry a SHA-256
-//! hash.
+//! Differences from python-tuf that come from tough (firmware-update/README.md,
+//! "Client"): every delegated role is fetched and verified at refresh, so a
+//! delegated role that cannot be fetched or verified, or that lists a target
+//! outside its paths, fails the refresh even for targets it does not cover;
+//! targets must carry a SHA-256 hash; RSA PKCS#1 v1.5 keys are not parsed;
+//! key IDs must be the hash of their key.
 
 use std::collections::BTreeMap;
 use std::error::Error as StdError;
@@ -403,6 +408,8 @@ fn version_and_expiry(bytes: &[u8], what: &str) -> Result<(u64, UnixTime)> {
 struct Loaded {
     repo: tough::Repository,
     bridge: Bridge,
+    /// tough's datastore; it holds the path for as long as the repository.
+    _datastore: tempfile::TempDir,
 }
 
 /// A TUF client bound to a metadata directory and a repository.
@@ -551,7 +558,11 @@ impl<'a> Updater<'a> {
                 all_delegated(&repo.targets().signed, &mut roles, 0);
                 roles.retain(|(_, signed)| self.now < UnixTime(signed.signed.expires.as_second()));
                 self.persist_delegated(&bridge, &roles)?;
-                self.loaded = Some(Loaded { repo, bridge });
+                self.loaded = Some(Loaded {
+                    repo,
+                    bridge,
+                    _datastore: datastore,
+                });
                 Ok(())
             }
             Err(e) => {
