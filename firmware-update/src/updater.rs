@@ -129,6 +129,9 @@ fn parse_file_name(file: &str) -> (Option<u64>, String) {
 struct BridgeState {
     requests: Vec<(String, Option<Vec<u8>>)>,
     target: Option<(String, u64)>,
+    /// The snapshot given to tough, parsed once (by request index): every
+    /// delegated role's trusted copy is checked against it.
+    snapshot: Option<(usize, Arc<Snapshot>)>,
 }
 
 /// Why the bridge failed a request (the cause inside tough's
@@ -224,6 +227,25 @@ impl Bridge {
             .flatten()
     }
 
+    /// The snapshot most recently given to tough, parsed.
+    fn given_snapshot(&self) -> Option<Arc<Snapshot>> {
+        let mut state = self.state();
+        let index = state
+            .requests
+            .iter()
+            .rposition(|(file, _)| parse_file_name(file).1 == "snapshot")?;
+        if let Some((i, snap)) = &state.snapshot
+            && *i == index
+        {
+            return Some(Arc::clone(snap));
+        }
+        let bytes = state.requests[index].1.as_deref()?;
+        let env = Envelope::parse(bytes, "snapshot").ok()?;
+        let snap = Arc::new(Snapshot::from_signed(&env.signed).ok()?);
+        state.snapshot = Some((index, Arc::clone(&snap)));
+        Some(snap)
+    }
+
     /// The keys a targets role given to tough in this refresh delegates to
     /// `role` with: (the role's key ids and threshold, the key map).
     fn delegator_keys(&self, role: &str) -> Option<(RoleKeys, BTreeMap<String, PublicKey>)> {
@@ -260,9 +282,8 @@ impl Bridge {
                 (meta, (root.role("snapshot").clone(), root.keys))
             }
             _ => {
-                let snap = self.last_given("snapshot")?;
-                let meta = Snapshot::from_signed(&Envelope::parse(&snap, "snapshot").ok()?.signed)
-                    .ok()?
+                let meta = self
+                    .given_snapshot()?
                     .meta
                     .get(&format!("{role}.json"))?
                     .clone();
