@@ -195,6 +195,16 @@ fn a_delegated_role_listing_a_target_outside_its_paths_stops_the_refresh() {
         matches!(&err, Error::Repo(m) if m.contains("outside the paths")),
         "{err}"
     );
+    // ... and one that tough's glob would take (`*` matching `/`) but the
+    // specification's matching (python-tuf, go-tuf) would not find.
+    let err = fx
+        .repo
+        .add_target("server", "server/nested/confidant", b"bin", None)
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::Repo(m) if m.contains("`*` does not match `/`")),
+        "{err}"
+    );
     // ... so the holder of the server role's key writes it by hand.
     fx.release("2.0.0", 2, &script("2.0.0"));
     resign(&fx.md(&versioned(&fx, "server")), &[&fx.keys.server], |s| {
