@@ -410,6 +410,23 @@ fn role_name(role: RoleType) -> &'static str {
     }
 }
 
+/// A metadata file as tough parses it (`role` a top-level role name, or
+/// anything else for a targets role), as JSON: tough keeps a
+/// re-serialization of what it parsed, so two files are the same document
+/// for tough when these are equal (map order aside).
+fn tough_document(role: &str, bytes: &[u8]) -> Option<Value> {
+    fn parsed<T: serde::de::DeserializeOwned + serde::Serialize>(bytes: &[u8]) -> Option<Value> {
+        serde_json::to_value(serde_json::from_slice::<Signed<T>>(bytes).ok()?).ok()
+    }
+    use tough::schema::{Root as R, Snapshot as S, Timestamp as T};
+    match role {
+        "root" => parsed::<R>(bytes),
+        "timestamp" => parsed::<T>(bytes),
+        "snapshot" => parsed::<S>(bytes),
+        _ => parsed::<ToughTargets>(bytes),
+    }
+}
+
 /// `signed.version` and `signed.expires` of a metadata file.
 fn version_and_expiry(bytes: &[u8], what: &str) -> Result<(u64, UnixTime)> {
     let v: Value = serde_json::from_slice(bytes).map_err(|e| Error::malformed(what, e))?;
@@ -608,14 +625,20 @@ impl<'a> Updater<'a> {
         // The final root's expiry counts once the chain is done (TUF 5.3.10):
         // a failure inside the chain is reported as such.
         let past_root = loaded || requests.iter().any(|(f, _)| f == "timestamp.json");
+        // The bytes tough accepted for a top-level role: the response whose
+        // document is the one tough kept. Responses tough refused are in the
+        // record too, and may claim the kept version; they never match.
         let accepted = |role: &str| -> Option<(Vec<u8>, u64, UnixTime)> {
             let kept = std::fs::read(datastore.join(format!("{role}.json"))).ok()?;
-            let (version, _) = version_and_expiry(&kept, role).ok()?;
+            let kept = tough_document(role, &kept)?;
             requests.iter().rev().find_map(|(file, bytes)| {
                 let bytes = bytes.as_ref()?;
-                let (_, r) = parse_file_name(file);
+                let (file_version, r) = parse_file_name(file);
                 let (v, expires) = version_and_expiry(bytes, role).ok()?;
-                (r == role && v == version).then(|| (bytes.clone(), v, expires))
+                let same = r == role
+                    && file_version.is_none_or(|fv| fv == v)
+                    && tough_document(role, bytes).as_ref() == Some(&kept);
+                same.then(|| (bytes.clone(), v, expires))
             })
         };
         // Root chain: tough rewrites root.json after every root it accepts.
@@ -838,12 +861,17 @@ impl<'a> Updater<'a> {
         let requests = bridge.state().requests.clone();
         for (role, signed) in roles {
             let version = signed.signed.version.get();
+            // As for the top-level roles: only the response that is the
+            // document tough verified.
+            let Ok(kept) = serde_json::to_value(signed) else {
+                continue;
+            };
             let bytes = requests.iter().rev().find_map(|(file, bytes)| {
                 let (v, r) = parse_file_name(file);
                 let b = bytes.as_ref()?;
                 let matches = &r == role
                     && v.is_none_or(|v| v == version)
-                    && version_and_expiry(b, role).is_ok_and(|(bv, _)| bv == version);
+                    && tough_document("delegated", b).as_ref() == Some(&kept);
                 matches.then_some(b)
             });
             let local = self.local_path(role);

@@ -381,3 +381,72 @@ fn unconfirmed_version_is_rolled_back_after_its_starts_or_deadline() {
         1
     );
 }
+
+/// A root the client rejected is never kept as trusted, even when it claims
+/// the version of a root accepted earlier in the same refresh.
+#[test]
+fn a_rejected_next_root_claiming_the_accepted_version_is_not_kept() {
+    let (fx, dev) = setup();
+    let before = dev.snapshot();
+    // A legitimate root v2 (same keys) ...
+    fx.repo.rotate_root(&[], NOW, None).unwrap();
+    fx.repo.sign("root", &[&fx.keys.root]).unwrap();
+    fx.publish();
+    let legit_v2 = std::fs::read(fx.md("2.root.json")).unwrap();
+    // ... and, at 3.root.json, a root claiming to be v2 that hands the
+    // root role to the attacker, signed by the attacker only.
+    let attacker = common::key(fx.tmp.path(), "attacker");
+    let attacker_id = attacker.public_key().key_id().unwrap();
+    let attacker_key: serde_json::Value = {
+        let mut env: serde_json::Value = serde_json::from_slice(&legit_v2).unwrap();
+        let root_id = fx.keys.root.public_key().key_id().unwrap();
+        env["signed"]["keys"][&root_id].take()
+    };
+    std::fs::copy(fx.md("2.root.json"), fx.md("3.root.json")).unwrap();
+    resign(&fx.md("3.root.json"), &[&attacker], |s| {
+        s["keys"][&attacker_id] = attacker_key;
+        s["roles"]["root"]["keyids"] = json!([attacker_id]);
+    });
+    let err = dev.apply(&fx).unwrap_err();
+    assert!(
+        matches!(&err, Error::BadRootChain { version: 3, .. }),
+        "{err}"
+    );
+    assert_untouched(&dev, &before);
+    // The trusted root is the legitimate v2, byte for byte.
+    assert_eq!(
+        std::fs::read(dev.root.join("tuf/root.json")).unwrap(),
+        legit_v2
+    );
+}
+
+/// A snapshot the client rejected is never kept as trusted, even when it
+/// claims the trusted snapshot's version.
+#[test]
+fn a_rejected_snapshot_claiming_the_trusted_version_is_not_kept() {
+    let (fx, dev) = setup();
+    let before = dev.snapshot();
+    let trusted = std::fs::read(dev.root.join("tuf/snapshot.json")).unwrap();
+    let old = fx.latest("snapshot");
+    fx.release("2.0.0", 2, &script("2.0.0"));
+    // The mirror serves, as the new snapshot, one re-signed by a key the
+    // root does not list that claims the trusted version and names an
+    // old targets version.
+    let attacker = common::key(fx.tmp.path(), "attacker");
+    let new = fx.latest("snapshot");
+    std::fs::copy(
+        fx.md(&format!("{old}.snapshot.json")),
+        fx.md(&format!("{new}.snapshot.json")),
+    )
+    .unwrap();
+    resign(&fx.md(&format!("{new}.snapshot.json")), &[&attacker], |s| {
+        s["expires"] = json!("2099-01-01T00:00:00Z");
+    });
+    assert!(dev.apply(&fx).is_err());
+    assert_untouched(&dev, &before);
+    assert_eq!(
+        std::fs::read(dev.root.join("tuf/snapshot.json")).unwrap(),
+        trusted,
+        "the trusted snapshot changed"
+    );
+}
