@@ -123,6 +123,14 @@ fn parse_file_name(file: &str) -> (Option<u64>, String) {
     (version, percent_decode(quoted))
 }
 
+/// A delegated role name whose file (`<quoted name>.json`) would read as a
+/// top-level role's, or as a versioned file: `root`, `snapshot`,
+/// `7.targets`, `12.server`.
+fn reserved_role_name(name: &str) -> bool {
+    ["root", "timestamp", "snapshot", "targets"].contains(&name)
+        || parse_file_name(&format!("{}.json", quote(name))) != (None, name.to_owned())
+}
+
 /// What the bridge saw: every metadata request in order (with the bytes
 /// when it succeeded), and where the next target request must go.
 #[derive(Debug, Default)]
@@ -581,6 +589,24 @@ impl<'a> Updater<'a> {
             "starting the TUF client runtime",
             &self.metadata_dir,
         ))?;
+
+        // A delegated role whose file we could not tell from a top-level
+        // role's would overwrite our trusted root, timestamp or snapshot:
+        // refused before anything is kept (python-tuf refuses top-level
+        // names for delegated roles too).
+        if let Ok(repo) = &result {
+            let mut roles = Vec::new();
+            all_delegated(&repo.targets().signed, &mut roles, 0);
+            if let Some((name, _)) = roles.iter().find(|(name, _)| reserved_role_name(name)) {
+                return Err(Error::Malformed {
+                    what: "delegations".into(),
+                    reason: format!(
+                        "delegated role name {name:?} is a top-level role's name \
+                         or reads as a versioned one's file"
+                    ),
+                });
+            }
+        }
 
         // Whatever tough accepted before it stopped is kept, as python-tuf
         // keeps each metadata file as soon as it is verified: first the root
@@ -1130,7 +1156,7 @@ fn target_file(t: &Target) -> TargetFile {
 
 #[cfg(test)]
 mod tests {
-    use super::{parse_file_name, quote};
+    use super::{parse_file_name, quote, reserved_role_name};
 
     #[test]
     fn quoting_matches_python_quote_with_no_safe_chars() {
@@ -1156,5 +1182,30 @@ mod tests {
             (None, "../delegatedrole".into())
         );
         assert_eq!(parse_file_name("12.root.json"), (Some(12), "root".into()));
+    }
+
+    #[test]
+    fn delegated_roles_cannot_take_top_level_or_versioned_file_names() {
+        for name in [
+            "root",
+            "timestamp",
+            "snapshot",
+            "targets",
+            "7.snapshot",
+            "12.server",
+        ] {
+            assert!(reserved_role_name(name), "{name}");
+        }
+        for name in [
+            "server",
+            "models",
+            "?",
+            "../delegatedrole",
+            "a.b",
+            "v1.2",
+            "%41",
+        ] {
+            assert!(!reserved_role_name(name), "{name}");
+        }
     }
 }

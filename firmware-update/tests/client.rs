@@ -5,6 +5,7 @@
 
 mod common;
 
+use confidant_firmware_update::crypto::Signer;
 use std::sync::{Arc, Mutex};
 
 use common::{Device, Fixture, NOW, resign, script};
@@ -239,4 +240,61 @@ fn the_blocking_client_runs_inside_an_async_runtime() {
         info
     });
     assert_eq!(info.length, script("1.0.0").len() as u64);
+}
+
+#[test]
+fn a_delegated_role_named_like_a_top_level_role_is_refused_and_trusted_files_stay() {
+    let fx = Fixture::new();
+    let dev = Device::new(&fx, "device");
+    dev.install_good(&fx);
+    let before = dev.snapshot();
+    let tuf = dev.root.join("tuf");
+    let trusted = |role: &str| std::fs::read(tuf.join(format!("{role}.json"))).unwrap();
+    let kept: Vec<_> = ["root", "timestamp", "snapshot", "targets"]
+        .iter()
+        .map(|r| trusted(r))
+        .collect();
+    fx.release("2.0.0", 2, &script("2.0.0"));
+    let snapshot = fx.latest("snapshot");
+    // The targets key's holder delegates to a role named "snapshot" (our
+    // tooling refuses to), whose file sits at 1000.snapshot.json ...
+    let server_id = fx.keys.server.public_key().key_id().unwrap();
+    let targets = fx.latest("targets") + 1;
+    let targets_file = fx.md(&format!("{targets}.targets.json"));
+    std::fs::copy(fx.md(&versioned(&fx, "targets")), &targets_file).unwrap();
+    resign(&targets_file, &[&fx.keys.targets], |s| {
+        s["version"] = json!(targets);
+        let roles = s["delegations"]["roles"].as_array_mut().unwrap();
+        roles.push(json!({
+            "name": "snapshot", "keyids": [server_id], "threshold": 1,
+            "paths": ["other/*"], "terminating": false,
+        }));
+    });
+    let role_file = fx.md("1000.snapshot.json");
+    std::fs::copy(fx.md(&versioned(&fx, "server")), &role_file).unwrap();
+    resign(&role_file, &[&fx.keys.server], |s| {
+        s["version"] = json!(1000);
+        s["targets"] = json!({});
+    });
+    // ... listed in the snapshot.
+    let snapshot_file = fx.md(&format!("{snapshot}.snapshot.json"));
+    resign(&snapshot_file, &[&fx.keys.snapshot], |s| {
+        s["meta"]["snapshot.json"] = json!({"version": 1000});
+        s["meta"]["targets.json"] = json!({"version": targets});
+    });
+    resign(&fx.md("timestamp.json"), &[&fx.keys.timestamp], |s| {
+        s["meta"]["snapshot.json"] = json!({"version": snapshot});
+    });
+    let err = dev.apply(&fx).unwrap_err();
+    assert!(
+        matches!(&err, Error::Malformed { what, reason } if what == "delegations" && reason.contains("\"snapshot\"")),
+        "{err}"
+    );
+    assert_eq!(dev.snapshot(), before);
+    for (role, bytes) in ["root", "timestamp", "snapshot", "targets"]
+        .iter()
+        .zip(&kept)
+    {
+        assert_eq!(&trusted(role), bytes, "trusted {role}.json changed");
+    }
 }
