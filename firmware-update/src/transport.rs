@@ -39,17 +39,42 @@ pub fn read_bounded(mut r: impl Read, max_len: u64) -> Result<Vec<u8>, FetchErro
 }
 
 /// `file://` URLs or plain paths.
+///
+/// A request names a file as the URL spells it (`3.%3F.json`, as our
+/// repository tooling stores role files) or, failing that, decoded
+/// (`3.?.json`, as a static HTTP server would map the URL). The decoded
+/// form is tried only when decoding adds no `/`: an escaped separator in a
+/// role or target name never reaches another directory.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct FileTransport;
+
+impl FileTransport {
+    fn open(path: &str, max_len: u64) -> Result<Vec<u8>, FetchError> {
+        let file = std::fs::File::open(path).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => FetchError::NotFound,
+            _ => FetchError::Other(format!("{path}: {e}")),
+        })?;
+        // Only regular files: a FIFO or device would block or never end.
+        match file.metadata() {
+            Ok(m) if m.is_file() => read_bounded(file, max_len),
+            Ok(_) => Err(FetchError::Other(format!("{path}: not a regular file"))),
+            Err(e) => Err(FetchError::Other(format!("{path}: {e}"))),
+        }
+    }
+}
 
 impl Transport for FileTransport {
     fn fetch(&self, url: &str, max_len: u64) -> Result<Vec<u8>, FetchError> {
         let path = url.strip_prefix("file://").unwrap_or(url);
-        let path = percent_decode(path);
-        match std::fs::File::open(&path) {
-            Ok(f) => read_bounded(f, max_len),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(FetchError::NotFound),
-            Err(e) => Err(FetchError::Other(format!("{path}: {e}"))),
+        match Self::open(path, max_len) {
+            Err(FetchError::NotFound) if path.contains('%') => {
+                let decoded = percent_decode(path);
+                if decoded.matches('/').count() != path.matches('/').count() {
+                    return Err(FetchError::NotFound);
+                }
+                Self::open(&decoded, max_len)
+            }
+            other => other,
         }
     }
 
@@ -113,7 +138,7 @@ pub mod http {
 
     use std::io::{BufRead, BufReader, Read, Write};
     use std::net::{TcpStream, ToSocketAddrs};
-    use std::time::Duration;
+    use std::time::{Duration, Instant};
 
     use super::{FetchError, Transport, read_bounded};
 
@@ -124,12 +149,64 @@ pub mod http {
     pub struct HttpTransport {
         /// Connect and per-read timeout.
         pub timeout: Duration,
+        /// The slowest transfer accepted: a fetch of at most `max_len`
+        /// bytes must end within `timeout + max_len / min_bytes_per_sec`,
+        /// so a server trickling bytes (TUF's slow retrieval attack)
+        /// cannot hold an update open for ever.
+        pub min_bytes_per_sec: u64,
     }
 
     impl Default for HttpTransport {
         fn default() -> Self {
             Self {
                 timeout: Duration::from_secs(30),
+                min_bytes_per_sec: 16 * 1024,
+            }
+        }
+    }
+
+    impl HttpTransport {
+        fn deadline(&self, max_len: u64) -> Instant {
+            let slack = Duration::from_secs(max_len / self.min_bytes_per_sec.max(1));
+            let now = Instant::now();
+            now.checked_add(self.timeout.saturating_add(slack))
+                .unwrap_or(now + Duration::from_secs(365 * 24 * 3600))
+        }
+    }
+
+    /// A socket whose reads fail once the fetch's deadline has passed; each
+    /// read waits at most the time left (or the per-read timeout).
+    struct Deadlined {
+        stream: TcpStream,
+        deadline: Instant,
+        timeout: Duration,
+    }
+
+    impl Read for Deadlined {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            let too_slow = || {
+                std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "transfer too slow: fetch deadline passed (slow retrieval)",
+                )
+            };
+            let left = self
+                .deadline
+                .checked_duration_since(Instant::now())
+                .filter(|d| !d.is_zero())
+                .ok_or_else(too_slow)?;
+            self.stream.set_read_timeout(Some(left.min(self.timeout)))?;
+            match self.stream.read(buf) {
+                // A read cut short by the deadline says so, not EAGAIN.
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) && (left < self.timeout || Instant::now() >= self.deadline) =>
+                {
+                    Err(too_slow())
+                }
+                r => r,
             }
         }
     }
@@ -169,6 +246,7 @@ pub mod http {
                 .map_err(other)?
                 .next()
                 .ok_or_else(|| other("no address"))?;
+            let deadline = self.deadline(max_len);
             let mut stream = TcpStream::connect_timeout(&addr, self.timeout).map_err(other)?;
             stream.set_read_timeout(Some(self.timeout)).map_err(other)?;
             stream
@@ -179,11 +257,15 @@ pub mod http {
                 "GET {path} HTTP/1.1\r\nHost: {authority}\r\nUser-Agent: confidant-update\r\nAccept-Encoding: identity\r\nConnection: close\r\n\r\n"
             )
             .map_err(other)?;
-            let mut r = BufReader::new(stream);
+            let mut r = BufReader::new(Deadlined {
+                stream,
+                deadline,
+                timeout: self.timeout,
+            });
             let mut header_bytes = 0usize;
             let mut line = String::new();
             let mut read_line =
-                |r: &mut BufReader<TcpStream>, line: &mut String| -> Result<(), FetchError> {
+                |r: &mut BufReader<Deadlined>, line: &mut String| -> Result<(), FetchError> {
                     line.clear();
                     let n = r
                         .by_ref()
@@ -258,7 +340,8 @@ pub mod http {
             if size == 0 {
                 return Ok(out);
             }
-            if out.len() as u64 + size > max_len {
+            // Subtraction, not addition: an attacker picks `size`.
+            if size > max_len.saturating_sub(out.len() as u64) {
                 return Err(FetchError::TooLarge);
             }
             let chunk = read_bounded(r.by_ref().take(size), size)?;
@@ -328,6 +411,71 @@ mod tests {
         assert!(matches!(t.fetch(&url, 5), Err(FetchError::TooLarge)));
         let (url, _) = serve_once(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n");
         assert!(matches!(t.fetch(&url, 5), Err(FetchError::NotFound)));
+    }
+
+    #[cfg(feature = "http")]
+    #[test]
+    fn a_chunk_size_near_u64_max_is_refused_not_wrapped() {
+        use super::http::HttpTransport;
+        let (url, _) = serve_once(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1\r\na\r\nffffffffffffffff\r\n",
+        );
+        assert!(matches!(
+            HttpTransport::default().fetch(&url, 5),
+            Err(FetchError::TooLarge)
+        ));
+    }
+
+    #[cfg(feature = "http")]
+    #[test]
+    fn a_trickling_server_is_cut_off_at_the_deadline() {
+        use super::http::HttpTransport;
+        use std::io::Write;
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/timestamp.json", l.local_addr().unwrap());
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stop2 = stop.clone();
+        let h = std::thread::spawn(move || {
+            let (mut c, _) = l.accept().unwrap();
+            let _ = c.write_all(b"HTTP/1.1 200 OK\r\n\r\n");
+            // One byte every 50 ms: never idle for the per-read timeout.
+            while !stop2.load(std::sync::atomic::Ordering::Relaxed) {
+                if c.write_all(b"x").is_err() {
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+        });
+        let t = HttpTransport {
+            timeout: std::time::Duration::from_millis(300),
+            min_bytes_per_sec: 1 << 20,
+        };
+        let err = t.fetch(&url, 1 << 20).unwrap_err();
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        h.join().unwrap();
+        assert!(
+            matches!(&err, FetchError::Other(m) if m.contains("slow retrieval")),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn files_are_found_as_spelled_or_decoded_never_across_an_escaped_slash() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().join("repo");
+        std::fs::create_dir(&d).unwrap();
+        std::fs::write(d.join("3.%3F.json"), b"quoted").unwrap();
+        std::fs::write(d.join("a b.json"), b"decoded").unwrap();
+        std::fs::write(dir.path().join("secret.json"), b"secret").unwrap();
+        let get = |name: &str| FileTransport.fetch(&format!("{}/{name}", d.display()), 100);
+        assert_eq!(get("3.%3F.json").unwrap(), b"quoted");
+        assert_eq!(get("a%20b.json").unwrap(), b"decoded");
+        assert!(matches!(get("..%2Fsecret.json"), Err(FetchError::NotFound)));
+        assert!(matches!(get("missing.json"), Err(FetchError::NotFound)));
+        assert!(matches!(
+            FileTransport.fetch(&d.display().to_string(), 100),
+            Err(FetchError::Other(m)) if m.contains("not a regular file")
+        ));
     }
 
     #[test]
