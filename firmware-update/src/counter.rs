@@ -87,7 +87,7 @@ impl FileCounters {
     /// Counters under `dir` (created if missing).
     pub fn new(dir: impl Into<PathBuf>) -> Result<Self> {
         let dir = dir.into();
-        std::fs::create_dir_all(&dir).map_err(Error::io("creating", &dir))?;
+        crate::fsutil::create_dir_durable(&dir)?;
         Ok(Self { dir })
     }
 

@@ -55,6 +55,7 @@ pub mod fsutil;
 pub mod install;
 pub mod manifest;
 pub mod metadata;
+mod pathmatch;
 pub mod repo;
 pub mod slots;
 pub mod transport;

@@ -208,8 +208,7 @@ impl Slots {
     pub fn open(root: impl Into<PathBuf>) -> Result<Self> {
         let root = root.into();
         for s in ["slots/a", "slots/b"] {
-            let p = root.join(s);
-            std::fs::create_dir_all(&p).map_err(Error::io("creating", &p))?;
+            crate::fsutil::create_dir_durable(&root.join(s))?;
         }
         Ok(Self { root })
     }

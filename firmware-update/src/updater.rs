@@ -44,7 +44,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use serde_json::Value;
 use tough::error::Error as ToughError;
-use tough::schema::{RoleType, Signed, Target, Targets as ToughTargets};
+use tough::schema::{DelegatedRole, PathSet, RoleType, Signed, Target, Targets as ToughTargets};
 use tough::{
     Bytes, ExpirationEnforcement, IntoVec, Limits, RepositoryLoader, TargetName, TransportError,
     TransportErrorKind, TransportStream,
@@ -54,7 +54,7 @@ use url::Url;
 use crate::clock::{Clock, UnixTime};
 use crate::crypto::PublicKey;
 use crate::error::{Error, Result};
-use crate::fsutil::write_atomic;
+use crate::fsutil::{create_dir_durable, write_atomic};
 use crate::metadata::{
     Envelope, RoleKeys, Root, Snapshot, TargetFile, Targets, Timestamp, check_length_and_hashes,
 };
@@ -506,7 +506,7 @@ impl<'a> Updater<'a> {
 
     /// Writes the initial trusted root into `metadata_dir` (no network).
     pub fn init(metadata_dir: &Path, trusted_root: &[u8]) -> Result<()> {
-        std::fs::create_dir_all(metadata_dir).map_err(Error::io("creating", metadata_dir))?;
+        create_dir_durable(metadata_dir)?;
         write_atomic(&metadata_dir.join("root.json"), trusted_root)
     }
 
@@ -928,12 +928,32 @@ impl<'a> Updater<'a> {
         let found = top
             .find_target(&name, false)
             .map_err(|_| Error::TargetNotFound(target.to_owned()))?;
-        let mut chain = Vec::new();
-        if !role_chain(top, found, &mut chain) {
+        let mut links = Vec::new();
+        if !role_chain(top, found, &mut links) {
             return Err(Error::Slots(format!(
                 "{target}: found by tough but not in its role tree (client bug)"
             )));
         }
+        // tough's glob lets `*` match `/`; the specification's does not.
+        // A role is trusted for a target only when both say so.
+        for link in &links {
+            if let PathSet::Paths(patterns) = &link.paths
+                && !patterns
+                    .iter()
+                    .any(|p| crate::pathmatch::matches(p.value(), target))
+            {
+                return Err(Error::TargetNotFound(format!(
+                    "{target} (role {:?} lists it, but its delegated paths {:?} do not cover it \
+                     as the TUF specification matches them: `*` does not match `/`)",
+                    link.name,
+                    patterns.iter().map(|p| p.value()).collect::<Vec<_>>()
+                )));
+            }
+        }
+        let chain: Vec<(String, &Signed<ToughTargets>)> = links
+            .iter()
+            .filter_map(|l| Some((l.name.clone(), l.targets.as_ref()?)))
+            .collect();
         for (role, signed) in &chain {
             let expires = UnixTime(signed.signed.expires.as_second());
             self.check_expiry(role, expires)?;
@@ -1092,17 +1112,18 @@ fn all_delegated<'t>(
     }
 }
 
-/// The delegation chain (role name, metadata) from `top` to the role whose
-/// `targets` holds `found` (the very entry tough's search returned).
+/// The delegation chain (each link's delegation entry, with its loaded
+/// metadata) from `top` to the role whose `targets` holds `found` (the very
+/// entry tough's search returned).
 fn role_chain<'t>(
     top: &'t ToughTargets,
     found: &Target,
-    chain: &mut Vec<(String, &'t Signed<ToughTargets>)>,
+    chain: &mut Vec<&'t DelegatedRole>,
 ) -> bool {
     fn walk<'t>(
         t: &'t ToughTargets,
         found: &Target,
-        chain: &mut Vec<(String, &'t Signed<ToughTargets>)>,
+        chain: &mut Vec<&'t DelegatedRole>,
         depth: usize,
     ) -> bool {
         if t.targets.values().any(|v| std::ptr::eq(v, found)) {
@@ -1118,7 +1139,7 @@ fn role_chain<'t>(
         };
         for role in &d.roles {
             if let Some(signed) = &role.targets {
-                chain.push((role.name.clone(), signed));
+                chain.push(role);
                 if walk(&signed.signed, found, chain, depth + 1) {
                     return true;
                 }

@@ -298,3 +298,28 @@ fn a_delegated_role_named_like_a_top_level_role_is_refused_and_trusted_files_sta
         assert_eq!(&trusted(role), bytes, "trusted {role}.json changed");
     }
 }
+
+#[test]
+fn a_target_outside_the_specification_paths_of_its_chain_is_not_found() {
+    // tough's glob lets `server/*` cover `server/nested/confidant`; the
+    // specification's matching (python-tuf, go-tuf) does not, and neither
+    // does our client.
+    let fx = Fixture::new();
+    let dev = Device::new(&fx, "device");
+    fx.release("2.0.0", 2, &script("2.0.0"));
+    let content = script("nested");
+    resign(&fx.md(&versioned(&fx, "server")), &[&fx.keys.server], |s| {
+        s["targets"]["server/nested/confidant"] = json!({
+            "length": content.len(),
+            "hashes": {"sha256": confidant_firmware_update::crypto::sha256_hex(&content)},
+        })
+    });
+    let mut u = updater(&dev, &fx, &FileTransport, NOW);
+    let err = u.target_info("server/nested/confidant").unwrap_err();
+    assert!(
+        matches!(&err, Error::TargetNotFound(m) if m.contains("`*` does not match `/`")),
+        "{err}"
+    );
+    // The role's other targets are found as before.
+    assert!(u.target_info("server/confidant").is_ok());
+}
