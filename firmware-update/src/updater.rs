@@ -456,6 +456,8 @@ struct Loaded {
     bridge: Bridge,
     /// tough's datastore; it holds the path for as long as the repository.
     _datastore: tempfile::TempDir,
+    /// One target download at a time: the bridge has one target slot.
+    fetching: Mutex<()>,
 }
 
 /// A TUF client bound to a metadata directory and a repository.
@@ -626,6 +628,7 @@ impl<'a> Updater<'a> {
                     repo,
                     bridge,
                     _datastore: datastore,
+                    fetching: Mutex::new(()),
                 });
                 Ok(())
             }
@@ -925,9 +928,21 @@ impl<'a> Updater<'a> {
         let name = TargetName::new(target)
             .map_err(|e| Error::malformed(format!("target name {target:?}"), e))?;
         let top = &loaded.repo.targets().signed;
-        let found = top
-            .find_target(&name, false)
-            .map_err(|_| Error::TargetNotFound(target.to_owned()))?;
+        let found = top.find_target(&name, false).map_err(|_| {
+            // When the snapshot leaves out a role of a delegation list,
+            // tough 0.24 loads none of that list; say so, as the target
+            // may be behind it.
+            let mut unloaded = Vec::new();
+            unloaded_roles(top, &mut unloaded, 0);
+            if unloaded.is_empty() {
+                Error::TargetNotFound(target.to_owned())
+            } else {
+                Error::TargetNotFound(format!(
+                    "{target} (delegated roles not loaded: {unloaded:?}; tough loads no role \
+                     of a delegation list when the snapshot leaves one of them out)"
+                ))
+            }
+        })?;
         let mut links = Vec::new();
         if !role_chain(top, found, &mut links) {
             return Err(Error::Slots(format!(
@@ -995,22 +1010,23 @@ impl<'a> Updater<'a> {
             .as_ref()
             .ok_or_else(|| Error::Slots("fetch_target before target_info (client bug)".into()))?;
         let url = self.target_url(target_base_url, target, info);
-        loaded.bridge.state().target = Some((url.clone(), info.length));
         let name = TargetName::new(target)
             .map_err(|e| Error::malformed(format!("target name {target:?}"), e))?;
         let start = self.root.clone();
+        let _one_at_a_time = loaded.fetching.lock().unwrap_or_else(|p| p.into_inner());
+        loaded.bridge.state().target = Some((url.clone(), info.length));
         let result = block_on(async {
             match loaded.repo.read_target(&name).await {
                 Ok(Some(stream)) => stream.into_vec().await.map(Some),
                 Ok(None) => Ok(None),
                 Err(e) => Err(e),
             }
-        })
-        .map_err(Error::io(
+        });
+        loaded.bridge.state().target = None;
+        let result = result.map_err(Error::io(
             "starting the TUF client runtime",
             &self.metadata_dir,
         ))?;
-        loaded.bridge.state().target = None;
         let bytes = match result {
             Ok(Some(bytes)) => bytes,
             Ok(None) => return Err(Error::TargetNotFound(target.to_owned())),
@@ -1108,6 +1124,19 @@ fn all_delegated<'t>(
         if let Some(signed) = &role.targets {
             out.push((role.name.clone(), signed));
             all_delegated(&signed.signed, out, depth + 1);
+        }
+    }
+}
+
+/// Delegated roles named under `t` that tough did not load.
+fn unloaded_roles(t: &ToughTargets, out: &mut Vec<String>, depth: usize) {
+    if depth > 64 {
+        return;
+    }
+    for role in t.delegations.iter().flat_map(|d| &d.roles) {
+        match &role.targets {
+            Some(signed) => unloaded_roles(&signed.signed, out, depth + 1),
+            None => out.push(role.name.clone()),
         }
     }
 }
