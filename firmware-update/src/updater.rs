@@ -973,8 +973,62 @@ impl<'a> Updater<'a> {
             let expires = UnixTime(signed.signed.expires.as_second());
             self.check_expiry(role, expires)?;
         }
+        self.check_visited_expiry(top, &name)?;
         self.persist_delegated(&loaded.bridge, &chain)?;
         Ok(target_file(found))
+    }
+
+    /// python-tuf's target search (TUF 5.6.7) refuses an expired role as
+    /// soon as it visits it, also one that does not list the target. tough
+    /// loaded every role without a clock, so the search is walked again
+    /// here on the loaded roles, in the same order (pre-order, children in
+    /// delegation order, whose paths match by the specification; a
+    /// matching terminating role ends the search below its parent), up to
+    /// the role that lists `target`, and every role visited must be
+    /// unexpired.
+    fn check_visited_expiry(&self, top: &ToughTargets, target: &TargetName) -> Result<()> {
+        let mut loaded = Vec::new();
+        all_delegated(top, &mut loaded, 0);
+        let mut by_name: BTreeMap<&str, &Signed<ToughTargets>> = BTreeMap::new();
+        for (name, signed) in &loaded {
+            by_name.entry(name.as_str()).or_insert(signed);
+        }
+        let mut to_visit: Vec<&str> = vec!["targets"];
+        let mut visited = std::collections::BTreeSet::new();
+        // python-tuf's bound on visited roles.
+        while let Some(name) = to_visit.pop()
+            && visited.len() <= 32
+        {
+            if !visited.insert(name) {
+                continue;
+            }
+            let role = if name == "targets" {
+                top
+            } else {
+                let Some(signed) = by_name.get(name) else {
+                    // Not loaded by tough: the search ends there.
+                    return Ok(());
+                };
+                self.check_expiry(name, UnixTime(signed.signed.expires.as_second()))?;
+                &signed.signed
+            };
+            if role.targets.contains_key(target) {
+                return Ok(());
+            }
+            let mut children = Vec::new();
+            for d in role.delegations.iter().flat_map(|d| &d.roles) {
+                if !delegates(d, target) {
+                    continue;
+                }
+                children.push(d.name.as_str());
+                if d.terminating {
+                    to_visit.clear();
+                    break;
+                }
+            }
+            to_visit.extend(children.into_iter().rev());
+        }
+        Ok(())
     }
 
     /// The URL of a target under `target_base_url` (TUF 5.7.3: hash-prefixed
@@ -1124,6 +1178,30 @@ fn all_delegated<'t>(
         if let Some(signed) = &role.targets {
             out.push((role.name.clone(), signed));
             all_delegated(&signed.signed, out, depth + 1);
+        }
+    }
+}
+
+/// Whether a delegation covers `target`: path patterns by the
+/// specification's matching, hash prefixes as tough computes them.
+fn delegates(role: &DelegatedRole, target: &TargetName) -> bool {
+    match &role.paths {
+        PathSet::Paths(patterns) => patterns
+            .iter()
+            .any(|p| crate::pathmatch::matches(p.value(), target.raw())),
+        PathSet::PathHashPrefixes(_) => {
+            let one = tough::schema::Delegations {
+                keys: std::collections::HashMap::new(),
+                roles: vec![DelegatedRole {
+                    name: role.name.clone(),
+                    keyids: role.keyids.clone(),
+                    threshold: role.threshold,
+                    paths: role.paths.clone(),
+                    terminating: role.terminating,
+                    targets: None,
+                }],
+            };
+            one.target_is_delegated(target)
         }
     }
 }

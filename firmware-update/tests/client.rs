@@ -371,3 +371,48 @@ fn a_target_behind_a_role_missing_from_the_snapshot_is_not_found_and_says_why() 
         "{err}"
     );
 }
+
+#[test]
+fn an_expired_role_the_search_visits_before_the_target_is_a_freeze() {
+    // python-tuf refuses an expired role as soon as its search visits it,
+    // also when the target is found in a later role.
+    let fx = Fixture::new();
+    let dev = Device::new(&fx, "device");
+    for name in ["a", "b"] {
+        fx.repo
+            .delegate(
+                "targets",
+                &confidant_firmware_update::repo::DelegationSpec {
+                    name: name.into(),
+                    paths: vec!["other/*".into()],
+                    keys: vec![fx.keys.server.public_key().clone()],
+                    threshold: 1,
+                    terminating: false,
+                },
+                NOW,
+            )
+            .unwrap();
+    }
+    fx.repo.sign("targets", &[&fx.keys.targets]).unwrap();
+    fx.repo.add_target("b", "other/x", b"x", None).unwrap();
+    for name in ["a", "b"] {
+        fx.repo.sign(name, &[&fx.keys.server]).unwrap();
+    }
+    fx.publish();
+    resign(&fx.md(&versioned(&fx, "a")), &[&fx.keys.server], |s| {
+        s["expires"] = json!(UnixTime(NOW.0 - 86_400).to_string())
+    });
+    let err = updater(&dev, &fx, &FileTransport, NOW)
+        .target_info("other/x")
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::Freeze { role, .. } if role == "a"),
+        "{err}"
+    );
+    // A role the search does not visit does not matter, and neither does
+    // "a" before its expiry.
+    let mut u = updater(&dev, &fx, &FileTransport, NOW);
+    assert!(u.target_info("server/confidant").is_ok());
+    let mut u = updater(&dev, &fx, &FileTransport, UnixTime(NOW.0 - 2 * 86_400));
+    assert!(u.target_info("other/x").is_ok());
+}
