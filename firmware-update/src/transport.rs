@@ -50,11 +50,16 @@ pub struct FileTransport;
 
 impl FileTransport {
     fn open(path: &str, max_len: u64) -> Result<Vec<u8>, FetchError> {
-        let file = std::fs::File::open(path).map_err(|e| match e.kind() {
+        let failed = |e: std::io::Error| match e.kind() {
             std::io::ErrorKind::NotFound => FetchError::NotFound,
             _ => FetchError::Other(format!("{path}: {e}")),
-        })?;
-        // Only regular files: a FIFO or device would block or never end.
+        };
+        // Only regular files: opening a FIFO blocks and a device may act on
+        // it, so the kind is checked before the open, and again after it.
+        if !std::fs::metadata(path).map_err(failed)?.is_file() {
+            return Err(FetchError::Other(format!("{path}: not a regular file")));
+        }
+        let file = std::fs::File::open(path).map_err(failed)?;
         match file.metadata() {
             Ok(m) if m.is_file() => read_bounded(file, max_len),
             Ok(_) => Err(FetchError::Other(format!("{path}: not a regular file"))),
@@ -351,6 +356,9 @@ pub mod http {
             out.extend_from_slice(&chunk);
             let mut crlf = [0u8; 2];
             r.read_exact(&mut crlf).map_err(other)?;
+            if &crlf != b"\r\n" {
+                return Err(other("chunk not followed by CRLF"));
+            }
         }
     }
 }

@@ -123,12 +123,16 @@ fn parse_file_name(file: &str) -> (Option<u64>, String) {
     (version, percent_decode(quoted))
 }
 
-/// A delegated role name whose file (`<quoted name>.json`) would read as a
-/// top-level role's, or as a versioned file: `root`, `snapshot`,
-/// `7.targets`, `12.server`.
-fn reserved_role_name(name: &str) -> bool {
-    ["root", "timestamp", "snapshot", "targets"].contains(&name)
-        || parse_file_name(&format!("{}.json", quote(name))) != (None, name.to_owned())
+/// A delegated role name whose file (`<quoted name>.json`) would be a
+/// top-level role's (`root`, `snapshot`; in any case, for file systems that
+/// ignore it) or, without consistent snapshots (where delegated files carry
+/// no version), would read as a versioned file (`7.targets`, `12.server`).
+fn reserved_role_name(name: &str, consistent_snapshot: bool) -> bool {
+    ["root", "timestamp", "snapshot", "targets"]
+        .iter()
+        .any(|t| t.eq_ignore_ascii_case(name))
+        || (!consistent_snapshot
+            && parse_file_name(&format!("{}.json", quote(name))) != (None, name.to_owned()))
 }
 
 /// What the bridge saw: every metadata request in order (with the bytes
@@ -147,6 +151,7 @@ struct BridgeState {
 #[derive(Debug)]
 enum BridgeError {
     TooLarge { limit: u64 },
+    Malformed(String),
     Other(String),
 }
 
@@ -154,7 +159,7 @@ impl std::fmt::Display for BridgeError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::TooLarge { limit } => write!(f, "more than {limit} bytes"),
-            Self::Other(r) => f.write_str(r),
+            Self::Malformed(r) | Self::Other(r) => f.write_str(r),
         }
     }
 }
@@ -368,14 +373,20 @@ impl tough::Transport for Bridge {
         {
             result = Ok(trusted);
         }
+        let metadata = record.is_some();
         if let Some(file) = record {
             let bytes = result.as_ref().ok().cloned();
             self.state().requests.push((file, bytes));
         }
         match result {
-            Ok(bytes) => Ok(Box::pin(futures_util::stream::iter([Ok(Bytes::from(
-                bytes,
-            ))]))),
+            Ok(bytes) => {
+                if metadata && let Some(reason) = nonconforming(&bytes) {
+                    return Ok(failed_stream(&real, BridgeError::Malformed(reason)));
+                }
+                Ok(Box::pin(futures_util::stream::iter([Ok(Bytes::from(
+                    bytes,
+                ))])))
+            }
             Err(FetchError::NotFound) => {
                 Err(TransportError::new(TransportErrorKind::FileNotFound, real))
             }
@@ -423,15 +434,45 @@ fn role_name(role: RoleType) -> &'static str {
 /// re-serialization of what it parsed, so two files are the same document
 /// for tough when these are equal (map order aside).
 fn tough_document(role: &str, bytes: &[u8]) -> Option<Value> {
-    fn parsed<T: serde::de::DeserializeOwned + serde::Serialize>(bytes: &[u8]) -> Option<Value> {
-        serde_json::to_value(serde_json::from_slice::<Signed<T>>(bytes).ok()?).ok()
+    tough_meta(role, bytes).map(|(doc, _, _)| doc)
+}
+
+/// [`tough_document`] with the version and expiry tough read.
+fn tough_meta(role: &str, bytes: &[u8]) -> Option<(Value, u64, UnixTime)> {
+    fn parsed<T: serde::de::DeserializeOwned + serde::Serialize>(
+        bytes: &[u8],
+        meta: impl Fn(&T) -> (u64, i64),
+    ) -> Option<(Value, u64, UnixTime)> {
+        let signed = serde_json::from_slice::<Signed<T>>(bytes).ok()?;
+        let (version, expires) = meta(&signed.signed);
+        Some((
+            serde_json::to_value(&signed).ok()?,
+            version,
+            UnixTime(expires),
+        ))
     }
     use tough::schema::{Root as R, Snapshot as S, Timestamp as T};
     match role {
-        "root" => parsed::<R>(bytes),
-        "timestamp" => parsed::<T>(bytes),
-        "snapshot" => parsed::<S>(bytes),
-        _ => parsed::<ToughTargets>(bytes),
+        "root" => parsed::<R>(bytes, |r| (r.version.get(), r.expires.as_second())),
+        "timestamp" => parsed::<T>(bytes, |t| (t.version.get(), t.expires.as_second())),
+        "snapshot" => parsed::<S>(bytes, |s| (s.version.get(), s.expires.as_second())),
+        _ => parsed::<ToughTargets>(bytes, |t| (t.version.get(), t.expires.as_second())),
+    }
+}
+
+/// Why a metadata response that tough would parse is still refused: an
+/// `expires` not in the specification's form. tough parses it leniently
+/// (`+00:00`, other offsets) and checks signatures over its own
+/// re-serialization, which writes `Z`, so a signed file with its expiry
+/// respelled would verify in tough; python-tuf refuses it.
+fn nonconforming(bytes: &[u8]) -> Option<String> {
+    let v: Value = serde_json::from_slice(bytes).ok()?;
+    let expires = v.get("signed")?.get("expires")?;
+    match expires.as_str() {
+        Some(e) if UnixTime::parse_rfc3339(e).is_some() => None,
+        _ => Some(format!(
+            "expires {expires} is not of the form YYYY-MM-DDTHH:MM:SSZ"
+        )),
     }
 }
 
@@ -599,7 +640,11 @@ impl<'a> Updater<'a> {
         if let Ok(repo) = &result {
             let mut roles = Vec::new();
             all_delegated(&repo.targets().signed, &mut roles, 0);
-            if let Some((name, _)) = roles.iter().find(|(name, _)| reserved_role_name(name)) {
+            let consistent = repo.root().signed.consistent_snapshot;
+            if let Some((name, _)) = roles
+                .iter()
+                .find(|(name, _)| reserved_role_name(name, consistent))
+            {
                 return Err(Error::Malformed {
                     what: "delegations".into(),
                     reason: format!(
@@ -654,26 +699,35 @@ impl<'a> Updater<'a> {
         // The final root's expiry counts once the chain is done (TUF 5.3.10):
         // a failure inside the chain is reported as such.
         let past_root = loaded || requests.iter().any(|(f, _)| f == "timestamp.json");
-        // The bytes tough accepted for a top-level role: the response whose
-        // document is the one tough kept. Responses tough refused are in the
-        // record too, and may claim the kept version; they never match.
-        let accepted = |role: &str| -> Option<(Vec<u8>, u64, UnixTime)> {
-            let kept = std::fs::read(datastore.join(format!("{role}.json"))).ok()?;
-            let kept = tough_document(role, &kept)?;
-            requests.iter().rev().find_map(|(file, bytes)| {
-                let bytes = bytes.as_ref()?;
+        // What tough kept for a role (its datastore copy, as tough parses
+        // it: document, version, expiry), and the response that is that
+        // very document, if any. Responses tough refused are in the record
+        // too, and may claim the kept version; they never match. Version
+        // and expiry come from tough's parse: they are what it verified.
+        let kept = |role: &str| -> Option<(Value, u64, UnixTime, Option<Vec<u8>>)> {
+            let bytes = std::fs::read(datastore.join(format!("{role}.json"))).ok()?;
+            let (doc, version, expires) = tough_meta(role, &bytes)?;
+            let response = requests.iter().rev().find_map(|(file, b)| {
+                let b = b.as_ref()?;
                 let (file_version, r) = parse_file_name(file);
-                let (v, expires) = version_and_expiry(bytes, role).ok()?;
                 let same = r == role
-                    && file_version.is_none_or(|fv| fv == v)
-                    && tough_document(role, bytes).as_ref() == Some(&kept);
-                same.then(|| (bytes.clone(), v, expires))
-            })
+                    && file_version.is_none_or(|fv| fv == version)
+                    && tough_meta(role, b).is_some_and(|(d, _, _)| d == doc);
+                same.then(|| b.clone())
+            });
+            Some((doc, version, expires, response))
+        };
+        let unmatched = |role: &str| Error::Malformed {
+            what: format!("{role}.json"),
+            reason: "the document tough accepted is none of the responses it was given; \
+                     nothing from this refresh was kept"
+                .into(),
         };
         // Root chain: tough rewrites root.json after every root it accepts.
-        if let Some((bytes, version, expires)) = accepted("root")
+        if let Some((_, version, expires, response)) = kept("root")
             && version > start.common.version
         {
+            let bytes = response.ok_or_else(|| unmatched("root"))?;
             write_atomic(&self.metadata_dir.join("root.json"), &bytes)?;
             self.root = Self::read_root(&self.metadata_dir)?.1;
             if past_root {
@@ -689,13 +743,23 @@ impl<'a> Updater<'a> {
             // verifies under the new keys, so the next refresh ignores it
             // for rollback checks (a fast-forward is recovered from); if it
             // still verifies, its keys were not revoked and it stays valid
-            // evidence. Seeded and not replaced: the load stopped before it.
-            let Some((bytes, _, expires)) = accepted(role) else {
+            // evidence.
+            let Some((doc, _, expires, response)) = kept(role) else {
                 return Ok(());
             };
             let local = self.local_path(role);
+            let local_bytes = std::fs::read(&local).ok();
+            let Some(bytes) = response else {
+                // Our seeded copy, not accepted again: the load stopped
+                // before this role (its own error says why).
+                let seeded = local_bytes
+                    .as_deref()
+                    .and_then(|b| tough_meta(role, b))
+                    .is_some_and(|(d, _, _)| d == doc);
+                return if seeded { Ok(()) } else { Err(unmatched(role)) };
+            };
             self.check_expiry(role, expires)?;
-            if std::fs::read(&local).ok().as_ref() != Some(&bytes) {
+            if local_bytes.as_ref() != Some(&bytes) {
                 write_atomic(&local, &bytes)?;
             }
         }
@@ -741,6 +805,12 @@ impl<'a> Updater<'a> {
                 return Error::EndlessData {
                     what,
                     limit: *limit,
+                };
+            }
+            if let Some(BridgeError::Malformed(reason)) = e.downcast_ref::<BridgeError>() {
+                return Error::Malformed {
+                    what,
+                    reason: reason.clone(),
                 };
             }
             if let Some(tough::schema::Error::SignatureThreshold {
@@ -934,6 +1004,7 @@ impl<'a> Updater<'a> {
             // may be behind it.
             let mut unloaded = Vec::new();
             unloaded_roles(top, &mut unloaded, 0);
+            unloaded.truncate(16);
             if unloaded.is_empty() {
                 Error::TargetNotFound(target.to_owned())
             } else {
@@ -973,7 +1044,7 @@ impl<'a> Updater<'a> {
             let expires = UnixTime(signed.signed.expires.as_second());
             self.check_expiry(role, expires)?;
         }
-        self.check_visited_expiry(top, &name)?;
+        self.check_visited_expiry(top, &name, found)?;
         self.persist_delegated(&loaded.bridge, &chain)?;
         Ok(target_file(found))
     }
@@ -986,7 +1057,12 @@ impl<'a> Updater<'a> {
     /// matching terminating role ends the search below its parent), up to
     /// the role that lists `target`, and every role visited must be
     /// unexpired.
-    fn check_visited_expiry(&self, top: &ToughTargets, target: &TargetName) -> Result<()> {
+    fn check_visited_expiry(
+        &self,
+        top: &ToughTargets,
+        target: &TargetName,
+        found: &Target,
+    ) -> Result<()> {
         let mut loaded = Vec::new();
         all_delegated(top, &mut loaded, 0);
         let mut by_name: BTreeMap<&str, &Signed<ToughTargets>> = BTreeMap::new();
@@ -1006,14 +1082,29 @@ impl<'a> Updater<'a> {
                 top
             } else {
                 let Some(signed) = by_name.get(name) else {
-                    // Not loaded by tough: the search ends there.
-                    return Ok(());
+                    // python-tuf cannot load it either, and stops there.
+                    return Err(Error::TargetNotFound(format!(
+                        "{} (delegated role {name:?}, on the search path, was not loaded: \
+                         the snapshot leaves it or a sibling out)",
+                        target.raw()
+                    )));
                 };
                 self.check_expiry(name, UnixTime(signed.signed.expires.as_second()))?;
                 &signed.signed
             };
-            if role.targets.contains_key(target) {
-                return Ok(());
+            if let Some(entry) = role.targets.get(target) {
+                // The entry python-tuf would take must be the one tough
+                // returned (a role loaded under another parent can make
+                // tough skip a role python-tuf visits).
+                return if std::ptr::eq(entry, found) {
+                    Ok(())
+                } else {
+                    Err(Error::TargetNotFound(format!(
+                        "{} (tough and the specification's search order disagree on which \
+                         role's entry counts, first {name:?}; refused)",
+                        target.raw()
+                    )))
+                };
             }
             let mut children = Vec::new();
             for d in role.delegations.iter().flat_map(|d| &d.roles) {
@@ -1314,26 +1405,32 @@ mod tests {
 
     #[test]
     fn delegated_roles_cannot_take_top_level_or_versioned_file_names() {
-        for name in [
-            "root",
-            "timestamp",
-            "snapshot",
-            "targets",
-            "7.snapshot",
-            "12.server",
-        ] {
-            assert!(reserved_role_name(name), "{name}");
+        for consistent in [true, false] {
+            for name in [
+                "root",
+                "timestamp",
+                "snapshot",
+                "targets",
+                "Root",
+                "SNAPSHOT",
+            ] {
+                assert!(reserved_role_name(name, consistent), "{name}");
+            }
+            for name in [
+                "server",
+                "models",
+                "?",
+                "../delegatedrole",
+                "a.b",
+                "v1.2",
+                "%41",
+            ] {
+                assert!(!reserved_role_name(name, consistent), "{name}");
+            }
         }
-        for name in [
-            "server",
-            "models",
-            "?",
-            "../delegatedrole",
-            "a.b",
-            "v1.2",
-            "%41",
-        ] {
-            assert!(!reserved_role_name(name), "{name}");
+        for name in ["7.snapshot", "12.server", "1.0"] {
+            assert!(reserved_role_name(name, false), "{name}");
+            assert!(!reserved_role_name(name, true), "{name}");
         }
     }
 }

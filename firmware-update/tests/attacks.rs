@@ -450,3 +450,31 @@ fn a_rejected_snapshot_claiming_the_trusted_version_is_not_kept() {
         "the trusted snapshot changed"
     );
 }
+
+/// tough parses `expires` leniently and checks signatures over its own
+/// re-serialization: a signed timestamp with its expiry respelled
+/// (`+00:00` for `Z`) would still verify there. It is refused, and an
+/// expired timestamp cannot slip past the freeze check that way.
+#[test]
+fn a_timestamp_with_its_expiry_respelled_is_refused() {
+    let (fx, dev) = setup();
+    let before = dev.snapshot();
+    fx.release("2.0.0", 2, &script("2.0.0"));
+    let path = fx.md("timestamp.json");
+    let mut env: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    let expires = env["signed"]["expires"].as_str().unwrap().to_owned();
+    let at = UnixTime::parse_rfc3339(&expires).unwrap();
+    env["signed"]["expires"] = json!(expires.replace('Z', "+00:00"));
+    std::fs::write(&path, serde_json::to_vec_pretty(&env).unwrap()).unwrap();
+    let err = dev.apply_at(&fx, UnixTime(at.0 + 1)).unwrap_err();
+    assert!(
+        matches!(&err, Error::Malformed { reason, .. } if reason.contains("YYYY-MM-DDTHH:MM:SSZ")),
+        "{err}"
+    );
+    assert_untouched(&dev, &before);
+    // Before that instant too: the file is refused, not trusted.
+    let err = dev.apply(&fx).unwrap_err();
+    assert!(matches!(&err, Error::Malformed { .. }), "{err}");
+    assert_untouched(&dev, &before);
+}
