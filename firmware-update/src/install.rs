@@ -161,10 +161,10 @@ pub fn apply(
         Check::UpToDate(_) => return Ok(None),
         Check::Available { release, .. } => release,
     };
-    let data = updater.fetch_target(target_base_url, target, &info)?;
-    slots.install(
+    // Streamed to disk: a model may be larger than memory.
+    slots.install_from(
         &release.slot_meta(),
-        &data,
+        &mut |w| updater.fetch_target_into(target_base_url, target, &info, w),
         health,
         policy.max_starts,
         policy.window,

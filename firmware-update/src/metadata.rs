@@ -630,14 +630,21 @@ pub fn check_length_and_hashes(
 
 /// Hex digest of `data` with a TUF hash algorithm name.
 pub fn hash_hex(alg: &str, data: &[u8]) -> Option<String> {
-    use aws_lc_rs::digest::{SHA256, SHA384, SHA512, digest};
-    let a = match alg {
-        "sha256" => &SHA256,
-        "sha384" => &SHA384,
-        "sha512" => &SHA512,
-        _ => return None,
-    };
-    Some(hex::encode(digest(a, data)))
+    Some(hex::encode(aws_lc_rs::digest::digest(
+        digest_algorithm(alg)?,
+        data,
+    )))
+}
+
+/// The digest for a TUF hash algorithm name, if we have it.
+pub fn digest_algorithm(alg: &str) -> Option<&'static aws_lc_rs::digest::Algorithm> {
+    use aws_lc_rs::digest::{SHA256, SHA384, SHA512};
+    match alg {
+        "sha256" => Some(&SHA256),
+        "sha384" => Some(&SHA384),
+        "sha512" => Some(&SHA512),
+        _ => None,
+    }
 }
 
 #[cfg(test)]

@@ -12,10 +12,12 @@
 //! ```text
 //! <root>/current -> slots/a        the running version
 //! <root>/slots/a/{slot.json, <artifact>}
-//! <root>/slots/b/…                 staging area / previous version
+//! <root>/slots/b/…                 the next version / previous version
+//! <root>/staging/.<artifact>.partial   a download in progress
 //! <root>/state.json                {"trial": {...}} while a version is on trial
 //! ```
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -43,6 +45,39 @@ pub struct SlotMeta {
     pub length: u64,
     /// File name of the artifact inside the slot.
     pub file: String,
+}
+
+/// The staging file's writer: tells the hook [`InstallPoint::Downloading`]
+/// once half of the artifact is written (the crash tests stop there).
+struct Halfway<'a> {
+    file: &'a mut std::fs::File,
+    written: u64,
+    half: u64,
+    fired: bool,
+    hook: &'a mut dyn FnMut(InstallPoint),
+}
+
+impl Write for Halfway<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if !self.fired && self.written.saturating_add(buf.len() as u64) > self.half {
+            let before = usize::try_from(self.half - self.written).unwrap_or(usize::MAX);
+            if before > 0 {
+                let n = self.file.write(&buf[..before.min(buf.len())])?;
+                self.written += n as u64;
+                return Ok(n);
+            }
+            self.file.flush()?;
+            (self.hook)(InstallPoint::Downloading);
+            self.fired = true;
+        }
+        let n = self.file.write(buf)?;
+        self.written += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.file.flush()
+    }
 }
 
 /// A version on trial after a switch.
@@ -333,6 +368,36 @@ impl Slots {
         now: UnixTime,
         hook: &mut dyn FnMut(InstallPoint),
     ) -> Result<()> {
+        self.install_from(
+            meta,
+            &mut |w| {
+                w.write_all(data)
+                    .map_err(Error::io("writing the artifact", &meta.file))
+            },
+            health,
+            trial_starts,
+            trial_window,
+            now,
+            hook,
+        )
+    }
+
+    /// [`Self::install`] with the artifact written by `fill` (a download
+    /// streamed to disk, [`crate::updater::Updater::fetch_target_into`]).
+    /// It is written to `<root>/staging/` first: the inactive slot is
+    /// cleared only once `fill` succeeded, so a failed or refused download
+    /// leaves both slots as they were.
+    #[allow(clippy::too_many_arguments)]
+    pub fn install_from(
+        &self,
+        meta: &SlotMeta,
+        fill: &mut dyn FnMut(&mut dyn Write) -> Result<()>,
+        health: &dyn HealthCheck,
+        trial_starts: u32,
+        trial_window: Duration,
+        now: UnixTime,
+        hook: &mut dyn FnMut(InstallPoint),
+    ) -> Result<()> {
         let (current, mut state) = self.reconciled()?;
         if state.trial.is_some() {
             return Err(Error::Slots(
@@ -349,22 +414,35 @@ impl Slots {
                 meta.file
             )));
         }
-        let target = current.as_deref().map_or("a", other).to_owned();
-        let dir = self.slot_dir(&target);
-        // The inactive slot is ours to overwrite: nothing runs from it.
-        std::fs::remove_dir_all(&dir).map_err(Error::io("clearing", &dir))?;
-        std::fs::create_dir_all(&dir).map_err(Error::io("creating", &dir))?;
-        let partial = dir.join(format!(".{}.partial", meta.file));
+        // Leftovers of an interrupted download go first.
+        let staging = self.root.join("staging");
+        match std::fs::remove_dir_all(&staging) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(Error::io("clearing", &staging)(e));
+            }
+            _ => {}
+        }
+        crate::fsutil::create_dir_durable(&staging)?;
+        let partial = staging.join(format!(".{}.partial", meta.file));
         {
-            use std::io::Write;
             let mut f = std::fs::File::create(&partial).map_err(Error::io("creating", &partial))?;
-            let half = data.len() / 2;
-            f.write_all(&data[..half])
-                .map_err(Error::io("writing", &partial))?;
-            f.flush().map_err(Error::io("writing", &partial))?;
-            hook(InstallPoint::Downloading);
-            f.write_all(&data[half..])
-                .map_err(Error::io("writing", &partial))?;
+            let mut w = Halfway {
+                file: &mut f,
+                written: 0,
+                half: meta.length / 2,
+                fired: false,
+                hook: &mut *hook,
+            };
+            let filled = fill(&mut w);
+            let fired = w.fired;
+            if let Err(e) = filled {
+                drop(f);
+                let _ = std::fs::remove_dir_all(&staging);
+                return Err(e);
+            }
+            if !fired {
+                hook(InstallPoint::Downloading);
+            }
             if meta.kind != ArtifactKind::Model.as_str() {
                 use std::os::unix::fs::PermissionsExt;
                 f.set_permissions(std::fs::Permissions::from_mode(0o755))
@@ -372,6 +450,11 @@ impl Slots {
             }
             f.sync_all().map_err(Error::io("fsync", &partial))?;
         }
+        let target = current.as_deref().map_or("a", other).to_owned();
+        let dir = self.slot_dir(&target);
+        // The inactive slot is ours to overwrite: nothing runs from it.
+        std::fs::remove_dir_all(&dir).map_err(Error::io("clearing", &dir))?;
+        std::fs::create_dir_all(&dir).map_err(Error::io("creating", &dir))?;
         let artifact = dir.join(&meta.file);
         std::fs::rename(&partial, &artifact).map_err(Error::io("renaming", &artifact))?;
         let mb = serde_json::to_vec_pretty(meta).map_err(|e| Error::Slots(e.to_string()))?;

@@ -15,10 +15,28 @@ pub enum FetchError {
     Other(String),
 }
 
+/// A body being read in pieces (see [`Transport::open`]).
+pub type Body = Box<dyn Read + Send + Sync>;
+
 /// A source of repository files.
 pub trait Transport: Send + Sync + std::fmt::Debug {
     /// Reads `url` completely, refusing more than `max_len` bytes.
     fn fetch(&self, url: &str, max_len: u64) -> Result<Vec<u8>, FetchError>;
+
+    /// Opens `url` to be read in pieces (targets, which may be larger than
+    /// memory). The body yields at most `max_len + 1` bytes, so a reader
+    /// can tell a body that is too long; the reader checks length and
+    /// hashes. The default reads the whole body with [`Self::fetch`].
+    fn open(&self, url: &str, max_len: u64) -> Result<Body, FetchError> {
+        match self.fetch(url, max_len) {
+            Ok(bytes) => Ok(Box::new(std::io::Cursor::new(bytes))),
+            // Over the bound: hand over one byte more, as a body would.
+            Err(FetchError::TooLarge) => {
+                Ok(Box::new(std::io::repeat(0).take(max_len.saturating_add(1))))
+            }
+            Err(e) => Err(e),
+        }
+    }
 
     /// An owned copy, handed to tough (its transports are `'static`).
     fn clone_box(&self) -> Box<dyn Transport>;
@@ -49,7 +67,22 @@ pub fn read_bounded(mut r: impl Read, max_len: u64) -> Result<Vec<u8>, FetchErro
 pub struct FileTransport;
 
 impl FileTransport {
-    fn open(path: &str, max_len: u64) -> Result<Vec<u8>, FetchError> {
+    /// The file a URL names: as spelled, or decoded when that adds no `/`.
+    fn resolve(url: &str) -> Result<std::fs::File, FetchError> {
+        let path = url.strip_prefix("file://").unwrap_or(url);
+        match Self::open_file(path) {
+            Err(FetchError::NotFound) if path.contains('%') => {
+                let decoded = percent_decode(path);
+                if decoded.matches('/').count() != path.matches('/').count() {
+                    return Err(FetchError::NotFound);
+                }
+                Self::open_file(&decoded)
+            }
+            other => other,
+        }
+    }
+
+    fn open_file(path: &str) -> Result<std::fs::File, FetchError> {
         let failed = |e: std::io::Error| match e.kind() {
             std::io::ErrorKind::NotFound => FetchError::NotFound,
             _ => FetchError::Other(format!("{path}: {e}")),
@@ -61,7 +94,7 @@ impl FileTransport {
         }
         let file = std::fs::File::open(path).map_err(failed)?;
         match file.metadata() {
-            Ok(m) if m.is_file() => read_bounded(file, max_len),
+            Ok(m) if m.is_file() => Ok(file),
             Ok(_) => Err(FetchError::Other(format!("{path}: not a regular file"))),
             Err(e) => Err(FetchError::Other(format!("{path}: {e}"))),
         }
@@ -70,17 +103,13 @@ impl FileTransport {
 
 impl Transport for FileTransport {
     fn fetch(&self, url: &str, max_len: u64) -> Result<Vec<u8>, FetchError> {
-        let path = url.strip_prefix("file://").unwrap_or(url);
-        match Self::open(path, max_len) {
-            Err(FetchError::NotFound) if path.contains('%') => {
-                let decoded = percent_decode(path);
-                if decoded.matches('/').count() != path.matches('/').count() {
-                    return Err(FetchError::NotFound);
-                }
-                Self::open(&decoded, max_len)
-            }
-            other => other,
-        }
+        read_bounded(Self::resolve(url)?, max_len)
+    }
+
+    fn open(&self, url: &str, max_len: u64) -> Result<Body, FetchError> {
+        Ok(Box::new(
+            Self::resolve(url)?.take(max_len.saturating_add(1)),
+        ))
     }
 
     fn clone_box(&self) -> Box<dyn Transport> {
@@ -128,6 +157,20 @@ impl Transport for DefaultTransport {
             ));
         }
         FileTransport.fetch(url, max_len)
+    }
+
+    fn open(&self, url: &str, max_len: u64) -> Result<Body, FetchError> {
+        #[cfg(feature = "http")]
+        if url.starts_with("http://") {
+            return http::HttpTransport::default().open(url, max_len);
+        }
+        if url.starts_with("http://") || url.starts_with("https://") {
+            // The same refusals as `fetch`.
+            return self
+                .fetch(url, max_len)
+                .map(|b| Box::new(std::io::Cursor::new(b)) as Body);
+        }
+        FileTransport.open(url, max_len)
     }
 
     fn clone_box(&self) -> Box<dyn Transport> {
@@ -220,8 +263,21 @@ pub mod http {
         FetchError::Other(e.to_string())
     }
 
-    impl Transport for HttpTransport {
-        fn fetch(&self, url: &str, max_len: u64) -> Result<Vec<u8>, FetchError> {
+    /// How a response body ends.
+    enum BodyKind {
+        Chunked,
+        Length(u64),
+        Close,
+    }
+
+    impl HttpTransport {
+        /// Sends the request and reads the response head: the body's
+        /// reader, and how it ends. Only 200 comes back here.
+        fn request(
+            &self,
+            url: &str,
+            max_len: u64,
+        ) -> Result<(BufReader<Deadlined>, BodyKind), FetchError> {
             let rest = url
                 .strip_prefix("http://")
                 .ok_or_else(|| other("not an http:// URL"))?;
@@ -313,20 +369,42 @@ pub mod http {
                 403 | 404 => return Err(FetchError::NotFound),
                 s => return Err(other(format!("HTTP status {s}"))),
             }
-            if chunked {
-                return read_chunked(r, max_len);
-            }
-            if let Some(len) = content_length {
-                if len > max_len {
-                    return Err(FetchError::TooLarge);
+            let kind = match (chunked, content_length) {
+                (true, _) => BodyKind::Chunked,
+                (false, Some(len)) if len > max_len => return Err(FetchError::TooLarge),
+                (false, Some(len)) => BodyKind::Length(len),
+                (false, None) => BodyKind::Close,
+            };
+            Ok((r, kind))
+        }
+    }
+
+    impl Transport for HttpTransport {
+        fn fetch(&self, url: &str, max_len: u64) -> Result<Vec<u8>, FetchError> {
+            let (r, kind) = self.request(url, max_len)?;
+            match kind {
+                BodyKind::Chunked => read_chunked(r, max_len),
+                BodyKind::Length(len) => {
+                    let body = read_bounded(r.take(len), len)?;
+                    if (body.len() as u64) < len {
+                        return Err(other("connection closed before Content-Length bytes"));
+                    }
+                    Ok(body)
                 }
-                let body = read_bounded(r.take(len), len)?;
-                if (body.len() as u64) < len {
-                    return Err(other("connection closed before Content-Length bytes"));
-                }
-                return Ok(body);
+                BodyKind::Close => read_bounded(r, max_len),
             }
-            read_bounded(r, max_len)
+        }
+
+        /// Bodies with a Content-Length or ended by the connection are read
+        /// from the socket as they come (a short one fails the reader's
+        /// length check); chunked bodies are read whole first.
+        fn open(&self, url: &str, max_len: u64) -> Result<super::Body, FetchError> {
+            let (r, kind) = self.request(url, max_len)?;
+            Ok(match kind {
+                BodyKind::Chunked => Box::new(std::io::Cursor::new(read_chunked(r, max_len)?)),
+                BodyKind::Length(len) => Box::new(r.take(len)),
+                BodyKind::Close => Box::new(r.take(max_len.saturating_add(1))),
+            })
         }
 
         fn clone_box(&self) -> Box<dyn Transport> {
@@ -419,6 +497,31 @@ mod tests {
         assert!(matches!(t.fetch(&url, 5), Err(FetchError::TooLarge)));
         let (url, _) = serve_once(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n");
         assert!(matches!(t.fetch(&url, 5), Err(FetchError::NotFound)));
+    }
+
+    #[cfg(feature = "http")]
+    #[test]
+    fn http_bodies_open_as_readers_bounded_by_the_caller() {
+        use super::http::HttpTransport;
+        let t = HttpTransport::default();
+        let read = |mut b: Body| {
+            let mut v = Vec::new();
+            b.read_to_end(&mut v).unwrap();
+            v
+        };
+        let (url, _) = serve_once(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nabcde");
+        assert_eq!(read(t.open(&url, 5).unwrap()), b"abcde");
+        let (url, _) = serve_once(b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nabcdef");
+        assert!(matches!(t.open(&url, 5), Err(FetchError::TooLarge)));
+        // Ended by the connection: one byte past the bound tells the reader.
+        let (url, _) = serve_once(b"HTTP/1.0 200 OK\r\n\r\nabcdefgh");
+        assert_eq!(read(t.open(&url, 5).unwrap()), b"abcdef");
+        let (url, _) = serve_once(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+        );
+        assert_eq!(read(t.open(&url, 5).unwrap()), b"abc");
+        let (url, _) = serve_once(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n");
+        assert!(matches!(t.open(&url, 5), Err(FetchError::NotFound)));
     }
 
     #[cfg(feature = "http")]

@@ -46,7 +46,7 @@ use serde_json::Value;
 use tough::error::Error as ToughError;
 use tough::schema::{DelegatedRole, PathSet, RoleType, Signed, Target, Targets as ToughTargets};
 use tough::{
-    Bytes, ExpirationEnforcement, IntoVec, Limits, RepositoryLoader, TargetName, TransportError,
+    Bytes, ExpirationEnforcement, Limits, RepositoryLoader, TargetName, TransportError,
     TransportErrorKind, TransportStream,
 };
 use url::Url;
@@ -57,8 +57,9 @@ use crate::error::{Error, Result};
 use crate::fsutil::{create_dir_durable, write_atomic};
 use crate::metadata::{
     Envelope, RoleKeys, Root, Snapshot, TargetFile, Targets, Timestamp, check_length_and_hashes,
+    digest_algorithm,
 };
-use crate::transport::{FetchError, Transport, percent_decode};
+use crate::transport::{Body, FetchError, Transport, percent_decode};
 
 /// Limits and knobs; the defaults are python-tuf's.
 #[derive(Debug, Clone, Copy)]
@@ -331,6 +332,36 @@ impl Bridge {
     }
 }
 
+/// A body as tough's stream, in pieces of at most 64 KiB (blocking reads:
+/// tough runs on a runtime of its own, one future at a time).
+fn body_stream(body: Body, url: String) -> TransportStream {
+    Box::pin(futures_util::stream::unfold(Some(body), move |body| {
+        let url = url.clone();
+        async move {
+            let mut body = body?;
+            let mut buf = vec![0u8; 64 * 1024];
+            loop {
+                return match body.read(&mut buf) {
+                    Ok(0) => None,
+                    Ok(n) => {
+                        buf.truncate(n);
+                        Some((Ok(Bytes::from(buf)), Some(body)))
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    Err(e) => {
+                        let err = TransportError::new_with_cause(
+                            TransportErrorKind::Other,
+                            url,
+                            BridgeError::Other(e.to_string()),
+                        );
+                        Some((Err(err), None))
+                    }
+                };
+            }
+        }
+    }))
+}
+
 fn failed_stream(url: &str, cause: BridgeError) -> TransportStream {
     let err = TransportError::new_with_cause(TransportErrorKind::Other, url, cause);
     Box::pin(futures_util::stream::iter([Err(err)]))
@@ -366,6 +397,23 @@ impl tough::Transport for Bridge {
                 url,
             ));
         };
+        if record.is_none() {
+            // A target: read in pieces, never whole (it may be a model
+            // larger than memory). tough bounds it by the signed length and
+            // hashes it as it goes.
+            return match self.inner.open(&real, cap) {
+                Ok(body) => Ok(body_stream(body, real)),
+                Err(FetchError::NotFound) => {
+                    Err(TransportError::new(TransportErrorKind::FileNotFound, real))
+                }
+                Err(FetchError::TooLarge) => {
+                    Ok(failed_stream(&real, BridgeError::TooLarge { limit: cap }))
+                }
+                Err(FetchError::Other(reason)) => {
+                    Ok(failed_stream(&real, BridgeError::Other(reason)))
+                }
+            };
+        }
         let mut result = self.inner.fetch(&real, cap);
         if record.as_deref() == Some("timestamp.json")
             && let Ok(fetched) = &result
@@ -1150,6 +1198,23 @@ impl<'a> Updater<'a> {
         target: &str,
         info: &TargetFile,
     ) -> Result<Vec<u8>> {
+        let mut out = Vec::new();
+        self.fetch_target_into(target_base_url, target, info, &mut out)?;
+        Ok(out)
+    }
+
+    /// [`Self::fetch_target`] piece by piece into `out`, for targets larger
+    /// than memory: tough bounds and hashes the stream, and the length and
+    /// every signed hash are checked here as it is written. What was
+    /// written to `out` must not be used unless this returns `Ok`.
+    pub fn fetch_target_into(
+        &self,
+        target_base_url: &str,
+        target: &str,
+        info: &TargetFile,
+        out: &mut dyn std::io::Write,
+    ) -> Result<()> {
+        use futures_util::StreamExt;
         let loaded = self
             .loaded
             .as_ref()
@@ -1158,23 +1223,74 @@ impl<'a> Updater<'a> {
         let name = TargetName::new(target)
             .map_err(|e| Error::malformed(format!("target name {target:?}"), e))?;
         let start = self.root.clone();
+        let mismatch = |detail: String| Error::HashMismatch {
+            what: target.to_owned(),
+            detail,
+        };
+        let mut hashers = Vec::new();
+        for (alg, expected) in &info.hashes {
+            let algorithm = digest_algorithm(alg)
+                .ok_or_else(|| mismatch(format!("unsupported hash algorithm {alg:?}")))?;
+            hashers.push((alg, expected, aws_lc_rs::digest::Context::new(algorithm)));
+        }
         let _one_at_a_time = loaded.fetching.lock().unwrap_or_else(|p| p.into_inner());
         loaded.bridge.state().target = Some((url.clone(), info.length));
-        let result = block_on(async {
-            match loaded.repo.read_target(&name).await {
-                Ok(Some(stream)) => stream.into_vec().await.map(Some),
-                Ok(None) => Ok(None),
-                Err(e) => Err(e),
+        // tough's stream runs on its own runtime in a scoped thread (see
+        // `block_on`); its pieces come here, a few at a time, to be written.
+        let mut written = 0u64;
+        let mut failed: Option<Error> = None;
+        let result = std::thread::scope(|s| {
+            let (tx, rx) = std::sync::mpsc::sync_channel::<Bytes>(4);
+            let producer = s.spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread().build()?;
+                Ok::<_, std::io::Error>(rt.block_on(async {
+                    let Some(stream) = loaded.repo.read_target(&name).await? else {
+                        return Ok(false);
+                    };
+                    let mut stream = std::pin::pin!(stream);
+                    while let Some(piece) = stream.next().await {
+                        if tx.send(piece?).is_err() {
+                            // The writer gave up; its error is reported.
+                            break;
+                        }
+                    }
+                    Ok::<_, ToughError>(true)
+                }))
+            });
+            for piece in rx.iter() {
+                written = written.saturating_add(piece.len() as u64);
+                if written > info.length {
+                    failed = Some(mismatch(format!(
+                        "longer than the signed length {}",
+                        info.length
+                    )));
+                    break;
+                }
+                for (_, _, h) in &mut hashers {
+                    h.update(&piece);
+                }
+                if let Err(e) = out.write_all(&piece) {
+                    failed = Some(Error::io("writing target", target)(e));
+                    break;
+                }
+            }
+            drop(rx);
+            match producer.join() {
+                Ok(r) => r,
+                Err(panic) => std::panic::resume_unwind(panic),
             }
         });
         loaded.bridge.state().target = None;
+        if let Some(e) = failed {
+            return Err(e);
+        }
         let result = result.map_err(Error::io(
             "starting the TUF client runtime",
             &self.metadata_dir,
         ))?;
-        let bytes = match result {
-            Ok(Some(bytes)) => bytes,
-            Ok(None) => return Err(Error::TargetNotFound(target.to_owned())),
+        match result {
+            Ok(true) => {}
+            Ok(false) => return Err(Error::TargetNotFound(target.to_owned())),
             Err(e) => {
                 if let Some(not_found) = find_not_found(&e) {
                     return Err(Error::Transport {
@@ -1184,9 +1300,22 @@ impl<'a> Updater<'a> {
                 }
                 return Err(self.classify(&e, &loaded.bridge, &start, Some(target)));
             }
-        };
-        check_length_and_hashes(&bytes, Some(info.length), Some(&info.hashes), target)?;
-        Ok(bytes)
+        }
+        if written != info.length {
+            return Err(mismatch(format!(
+                "length {written} differs from the signed length {}",
+                info.length
+            )));
+        }
+        for (alg, expected, h) in hashers {
+            let got = hex::encode(h.finish());
+            if !got.eq_ignore_ascii_case(expected) {
+                return Err(mismatch(format!(
+                    "{alg} is {got}, signed metadata says {expected}"
+                )));
+            }
+        }
+        Ok(())
     }
 }
 

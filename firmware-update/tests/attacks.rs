@@ -478,3 +478,42 @@ fn a_timestamp_with_its_expiry_respelled_is_refused() {
     assert!(matches!(&err, Error::Malformed { .. }), "{err}");
     assert_untouched(&dev, &before);
 }
+
+/// Targets are streamed to `<root>/staging/` and only then moved into the
+/// inactive slot: a refused download leaves the previous version there too
+/// (what `rollback` would go back to), and no partial file behind.
+#[test]
+fn a_refused_download_leaves_both_slots_as_they_were() {
+    let (fx, dev) = setup();
+    fx.release("2.0.0", 2, &script("2.0.0"));
+    dev.install_good(&fx);
+    let slots = |dev: &Device| -> Vec<(String, Vec<u8>)> {
+        let mut files = Vec::new();
+        for slot in ["a", "b"] {
+            let dir = dev.root.join("slots").join(slot);
+            for e in std::fs::read_dir(&dir).unwrap() {
+                let p = e.unwrap().path();
+                files.push((p.display().to_string(), std::fs::read(&p).unwrap()));
+            }
+        }
+        files.sort();
+        files
+    };
+    let before = (dev.snapshot(), slots(&dev));
+    assert!(
+        before.1.iter().any(|(_, b)| b == &script("1.0.0")),
+        "the inactive slot holds 1.0.0"
+    );
+    let content = script("3.0.0");
+    fx.release("3.0.0", 3, &content);
+    let hash = confidant_firmware_update::crypto::sha256_hex(&content);
+    let path = fx
+        .repo
+        .targets_dir()
+        .join(format!("server/{hash}.confidant"));
+    std::fs::write(&path, script("6.6.6")).unwrap();
+    let err = dev.apply(&fx).unwrap_err();
+    assert!(matches!(&err, Error::HashMismatch { .. }), "{err}");
+    assert_eq!((dev.snapshot(), slots(&dev)), before);
+    assert!(!dev.root.join("staging").exists(), "staging left behind");
+}

@@ -416,3 +416,29 @@ fn an_expired_role_the_search_visits_before_the_target_is_a_freeze() {
     let mut u = updater(&dev, &fx, &FileTransport, UnixTime(NOW.0 - 2 * 86_400));
     assert!(u.target_info("other/x").is_ok());
 }
+
+#[test]
+fn a_target_larger_than_a_piece_streams_to_the_slot() {
+    // 300 KiB: several of the bridge's 64 KiB pieces, written to staging
+    // as they come and checked against the signed length and hashes.
+    let fx = Fixture::new();
+    let dev = Device::new(&fx, "device");
+    dev.install_good(&fx);
+    let mut content = script("2.0.0");
+    content.extend(std::iter::repeat_n(b'#', 300 * 1024));
+    content.push(b'\n');
+    fx.release("2.0.0", 2, &content);
+    let r = dev.apply(&fx).unwrap().expect("2.0.0 installs");
+    assert_eq!(r.version, "2.0.0");
+    assert_eq!(dev.run_current(), "confidant 2.0.0");
+    assert_eq!(
+        std::fs::read(dev.root.join("current/confidant")).unwrap(),
+        content
+    );
+    let mut u = updater(&dev, &fx, &FileTransport, NOW);
+    let info = u.target_info("server/confidant").unwrap();
+    let mut out = Vec::new();
+    u.fetch_target_into(&fx.targets_url(), "server/confidant", &info, &mut out)
+        .unwrap();
+    assert_eq!(out, content);
+}
