@@ -47,6 +47,46 @@ pub struct SlotMeta {
     pub file: String,
 }
 
+/// `<root>/staging/`, emptied when made and removed when dropped.
+struct Staging(PathBuf);
+
+impl Staging {
+    fn new(path: PathBuf) -> Result<Self> {
+        match std::fs::remove_dir_all(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(Error::io("clearing", &path)(e));
+            }
+            _ => {}
+        }
+        crate::fsutil::create_dir_durable(&path)?;
+        Ok(Self(path))
+    }
+}
+
+impl Drop for Staging {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Empties a slot directory: `slot.json` first (made durable), so a crash
+/// part-way never leaves a slot that claims an artifact it lost.
+fn clear_slot(dir: &Path) -> Result<()> {
+    let record = dir.join("slot.json");
+    match std::fs::remove_file(&record) {
+        Ok(()) => fsync_dir(dir)?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(Error::io("removing", &record)(e)),
+    }
+    match std::fs::remove_dir_all(dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            return Err(Error::io("clearing", dir)(e));
+        }
+        _ => {}
+    }
+    std::fs::create_dir_all(dir).map_err(Error::io("creating", dir))
+}
+
 /// The staging file's writer: tells the hook [`InstallPoint::Downloading`]
 /// once half of the artifact is written (the crash tests stop there).
 struct Halfway<'a> {
@@ -344,6 +384,25 @@ impl Slots {
         })
     }
 
+    /// Holds `<root>/lock` exclusively: one install, mark-good, rollback
+    /// or start-up check at a time, across processes (a timer and the CLI).
+    fn lock(&self) -> Result<std::fs::File> {
+        let path = self.root.join("lock");
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(Error::io("opening", &path))?;
+        match f.try_lock() {
+            Ok(()) => Ok(f),
+            Err(std::fs::TryLockError::WouldBlock) => Err(Error::Slots(
+                "another update operation holds the lock; try again when it is done".into(),
+            )),
+            Err(std::fs::TryLockError::Error(e)) => Err(Error::io("locking", &path)(e)),
+        }
+    }
+
     fn switch(&self, slot: &str, hook: &mut dyn FnMut(InstallPoint)) -> Result<()> {
         let tmp = self.root.join("current.new");
         let _ = std::fs::remove_file(&tmp);
@@ -398,6 +457,7 @@ impl Slots {
         now: UnixTime,
         hook: &mut dyn FnMut(InstallPoint),
     ) -> Result<()> {
+        let _lock = self.lock()?;
         let (current, mut state) = self.reconciled()?;
         if state.trial.is_some() {
             return Err(Error::Slots(
@@ -414,31 +474,40 @@ impl Slots {
                 meta.file
             )));
         }
-        // Leftovers of an interrupted download go first.
-        let staging = self.root.join("staging");
-        match std::fs::remove_dir_all(&staging) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                return Err(Error::io("clearing", &staging)(e));
-            }
-            _ => {}
-        }
-        crate::fsutil::create_dir_durable(&staging)?;
-        let partial = staging.join(format!(".{}.partial", meta.file));
-        {
+        let target = current.as_deref().map_or("a", other).to_owned();
+        let dir = self.slot_dir(&target);
+        // Leftovers of an interrupted download go first; whatever happens
+        // below, staging is removed on the way out.
+        let staging = Staging::new(self.root.join("staging"))?;
+        let partial = staging.0.join(format!(".{}.partial", meta.file));
+        let mut fired = false;
+        let mut cleared = false;
+        loop {
             let mut f = std::fs::File::create(&partial).map_err(Error::io("creating", &partial))?;
             let mut w = Halfway {
                 file: &mut f,
                 written: 0,
                 half: meta.length / 2,
-                fired: false,
+                fired,
                 hook: &mut *hook,
             };
             let filled = fill(&mut w);
-            let fired = w.fired;
-            if let Err(e) = filled {
-                drop(f);
-                let _ = std::fs::remove_dir_all(&staging);
-                return Err(e);
+            fired = w.fired;
+            match filled {
+                Ok(()) => {}
+                // The previous version in the inactive slot is kept while
+                // the next one downloads; when the disk has no room for
+                // three, it goes first (as it must in the end) and the
+                // download starts again.
+                Err(Error::Io { ref source, .. })
+                    if source.kind() == std::io::ErrorKind::StorageFull && !cleared =>
+                {
+                    drop(f);
+                    clear_slot(&dir)?;
+                    cleared = true;
+                    continue;
+                }
+                Err(e) => return Err(e),
             }
             if !fired {
                 hook(InstallPoint::Downloading);
@@ -449,12 +518,10 @@ impl Slots {
                     .map_err(Error::io("chmod", &partial))?;
             }
             f.sync_all().map_err(Error::io("fsync", &partial))?;
+            break;
         }
-        let target = current.as_deref().map_or("a", other).to_owned();
-        let dir = self.slot_dir(&target);
         // The inactive slot is ours to overwrite: nothing runs from it.
-        std::fs::remove_dir_all(&dir).map_err(Error::io("clearing", &dir))?;
-        std::fs::create_dir_all(&dir).map_err(Error::io("creating", &dir))?;
+        clear_slot(&dir)?;
         let artifact = dir.join(&meta.file);
         std::fs::rename(&partial, &artifact).map_err(Error::io("renaming", &artifact))?;
         let mb = serde_json::to_vec_pretty(meta).map_err(|e| Error::Slots(e.to_string()))?;
@@ -484,6 +551,7 @@ impl Slots {
     /// `ExecStartPre=confidant update boot`): counts a start of a version on
     /// trial and switches back when it used up its starts or its deadline.
     pub fn on_start(&self, now: UnixTime) -> Result<StartDecision> {
+        let _lock = self.lock()?;
         let (_current, mut state) = self.reconciled()?;
         let Some(mut trial) = state.trial.clone() else {
             return Ok(StartDecision::Good);
@@ -529,6 +597,7 @@ impl Slots {
 
     /// Accepts the version on trial and advances its security counter.
     pub fn mark_good(&self, counters: &mut dyn CounterStore) -> Result<SlotMeta> {
+        let _lock = self.lock()?;
         let (current, mut state) = self.reconciled()?;
         let current = current.ok_or_else(|| Error::Slots("nothing installed".into()))?;
         let meta = self
@@ -546,6 +615,7 @@ impl Slots {
     /// Switches back: to the fallback of a version on trial, or (manually)
     /// to the other slot if its security counter is not below the stored one.
     pub fn rollback(&self, counters: &mut dyn CounterStore) -> Result<String> {
+        let _lock = self.lock()?;
         let (current, mut state) = self.reconciled()?;
         let current = current.ok_or_else(|| Error::Slots("nothing installed".into()))?;
         if let Some(t) = state.trial.clone() {
@@ -564,5 +634,139 @@ impl Slots {
         }
         self.rollback_to(to, &mut state, "rolled back by operator")?;
         Ok(to.to_owned())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::counter::FileCounters;
+
+    struct Accept;
+
+    impl HealthCheck for Accept {
+        fn check(&self, _: &SlotMeta, _: &Path) -> Result<()> {
+            Ok(())
+        }
+    }
+
+    fn meta(version: &str, counter: u64) -> SlotMeta {
+        SlotMeta {
+            target: "models/m.cmdl".into(),
+            kind: ArtifactKind::Model.as_str().into(),
+            version: version.into(),
+            security_counter: counter,
+            sha256: String::new(),
+            length: 4,
+            file: "m.cmdl".into(),
+        }
+    }
+
+    fn install_good(slots: &Slots, counters: &mut FileCounters, version: &str, n: u64) {
+        let data = format!("v{version}!!");
+        slots
+            .install(
+                &meta(version, n),
+                data.as_bytes(),
+                &Accept,
+                1,
+                Duration::from_secs(60),
+                UnixTime(0),
+                &mut |_| {},
+            )
+            .unwrap();
+        slots.mark_good(counters).unwrap();
+    }
+
+    fn artifact(slots: &Slots, slot: &str) -> Option<Vec<u8>> {
+        std::fs::read(slots.slot_dir(slot).join("m.cmdl")).ok()
+    }
+
+    #[test]
+    fn a_full_disk_gives_up_the_previous_version_and_downloads_again() {
+        let t = tempfile::tempdir().unwrap();
+        let slots = Slots::open(t.path().join("root")).unwrap();
+        let mut counters = FileCounters::new(t.path().join("counters")).unwrap();
+        install_good(&slots, &mut counters, "1", 1);
+        install_good(&slots, &mut counters, "2", 2);
+        let current = slots.current().unwrap().unwrap();
+        let inactive = other(&current);
+        assert_eq!(artifact(&slots, inactive).unwrap(), b"v1!!");
+        let mut calls = 0;
+        let mut downloading = 0;
+        slots
+            .install_from(
+                &meta("3", 3),
+                &mut |w| {
+                    calls += 1;
+                    if calls == 1 {
+                        w.write_all(b"v3").unwrap();
+                        return Err(Error::Io {
+                            op: "writing",
+                            path: "m.cmdl".into(),
+                            source: std::io::ErrorKind::StorageFull.into(),
+                        });
+                    }
+                    w.write_all(b"v3!!").map_err(Error::io("writing", "m.cmdl"))
+                },
+                &Accept,
+                1,
+                Duration::from_secs(60),
+                UnixTime(0),
+                &mut |p| downloading += usize::from(p == InstallPoint::Downloading),
+            )
+            .unwrap();
+        assert_eq!(calls, 2, "downloaded again after the slot was cleared");
+        assert_eq!(downloading, 1, "the crash-test point is passed once");
+        assert_eq!(slots.current().unwrap().as_deref(), Some(inactive));
+        assert_eq!(artifact(&slots, inactive).unwrap(), b"v3!!");
+        assert_eq!(artifact(&slots, &current).unwrap(), b"v2!!");
+        assert!(!slots.root().join("staging").exists());
+    }
+
+    #[test]
+    fn a_failed_download_changes_neither_slot() {
+        let t = tempfile::tempdir().unwrap();
+        let slots = Slots::open(t.path().join("root")).unwrap();
+        let mut counters = FileCounters::new(t.path().join("counters")).unwrap();
+        install_good(&slots, &mut counters, "1", 1);
+        install_good(&slots, &mut counters, "2", 2);
+        let before = (artifact(&slots, "a"), artifact(&slots, "b"));
+        let err = slots
+            .install_from(
+                &meta("3", 3),
+                &mut |w| {
+                    w.write_all(b"v3").unwrap();
+                    Err(Error::HashMismatch {
+                        what: "m.cmdl".into(),
+                        detail: "test".into(),
+                    })
+                },
+                &Accept,
+                1,
+                Duration::from_secs(60),
+                UnixTime(0),
+                &mut |_| {},
+            )
+            .unwrap_err();
+        assert!(matches!(err, Error::HashMismatch { .. }));
+        assert_eq!((artifact(&slots, "a"), artifact(&slots, "b")), before);
+        assert!(!slots.root().join("staging").exists());
+    }
+
+    #[test]
+    fn one_update_operation_at_a_time() {
+        let t = tempfile::tempdir().unwrap();
+        let slots = Slots::open(t.path().join("root")).unwrap();
+        let mut counters = FileCounters::new(t.path().join("counters")).unwrap();
+        install_good(&slots, &mut counters, "1", 1);
+        let held = slots.lock().unwrap();
+        let err = slots.mark_good(&mut counters).unwrap_err();
+        assert!(
+            matches!(&err, Error::Slots(m) if m.contains("lock")),
+            "{err}"
+        );
+        drop(held);
+        slots.mark_good(&mut counters).unwrap();
     }
 }

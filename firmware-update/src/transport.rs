@@ -28,14 +28,7 @@ pub trait Transport: Send + Sync + std::fmt::Debug {
     /// can tell a body that is too long; the reader checks length and
     /// hashes. The default reads the whole body with [`Self::fetch`].
     fn open(&self, url: &str, max_len: u64) -> Result<Body, FetchError> {
-        match self.fetch(url, max_len) {
-            Ok(bytes) => Ok(Box::new(std::io::Cursor::new(bytes))),
-            // Over the bound: hand over one byte more, as a body would.
-            Err(FetchError::TooLarge) => {
-                Ok(Box::new(std::io::repeat(0).take(max_len.saturating_add(1))))
-            }
-            Err(e) => Err(e),
-        }
+        Ok(Box::new(std::io::Cursor::new(self.fetch(url, max_len)?)))
     }
 
     /// An owned copy, handed to tough (its transports are `'static`).
