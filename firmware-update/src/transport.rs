@@ -388,13 +388,20 @@ pub mod http {
             }
         }
 
-        /// Bodies with a Content-Length or ended by the connection are read
-        /// from the socket as they come (a short one fails the reader's
-        /// length check); chunked bodies are read whole first.
+        /// Bodies are read from the socket as they come (a short one fails
+        /// the reader's length check); chunked ones are decoded as read.
         fn open(&self, url: &str, max_len: u64) -> Result<super::Body, FetchError> {
             let (r, kind) = self.request(url, max_len)?;
             Ok(match kind {
-                BodyKind::Chunked => Box::new(std::io::Cursor::new(read_chunked(r, max_len)?)),
+                BodyKind::Chunked => Box::new(
+                    Chunked {
+                        r,
+                        left: 0,
+                        started: false,
+                        done: false,
+                    }
+                    .take(max_len.saturating_add(1)),
+                ),
                 BodyKind::Length(len) => Box::new(r.take(len)),
                 BodyKind::Close => Box::new(r.take(max_len.saturating_add(1))),
             })
@@ -402,6 +409,56 @@ pub mod http {
 
         fn clone_box(&self) -> Box<dyn Transport> {
             Box::new(*self)
+        }
+    }
+
+    /// A chunked body decoded as it is read (the caller bounds it).
+    struct Chunked<R> {
+        r: R,
+        /// Bytes left in the current chunk.
+        left: u64,
+        /// A chunk was read (its data ends with CRLF).
+        started: bool,
+        /// The last chunk was read.
+        done: bool,
+    }
+
+    impl<R: BufRead> Read for Chunked<R> {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            use std::io::{Error, ErrorKind};
+            let bad = |m: &str| Error::new(ErrorKind::InvalidData, m.to_owned());
+            if self.done || buf.is_empty() {
+                return Ok(0);
+            }
+            if self.left == 0 {
+                if self.started {
+                    let mut crlf = [0u8; 2];
+                    self.r.read_exact(&mut crlf)?;
+                    if &crlf != b"\r\n" {
+                        return Err(bad("chunk not followed by CRLF"));
+                    }
+                }
+                self.started = true;
+                let mut line = String::new();
+                self.r.by_ref().take(1024).read_line(&mut line)?;
+                let size = line.trim_end().split(';').next().unwrap_or("");
+                let size =
+                    u64::from_str_radix(size.trim(), 16).map_err(|_| bad("bad chunk size"))?;
+                if size == 0 {
+                    self.done = true;
+                    return Ok(0);
+                }
+                self.left = size;
+            }
+            let want = usize::try_from(self.left)
+                .unwrap_or(usize::MAX)
+                .min(buf.len());
+            let n = self.r.read(&mut buf[..want])?;
+            if n == 0 {
+                return Err(Error::new(ErrorKind::UnexpectedEof, "truncated chunk"));
+            }
+            self.left -= n as u64;
+            Ok(n)
         }
     }
 
@@ -509,10 +566,16 @@ mod tests {
         // Ended by the connection: one byte past the bound tells the reader.
         let (url, _) = serve_once(b"HTTP/1.0 200 OK\r\n\r\nabcdefgh");
         assert_eq!(read(t.open(&url, 5).unwrap()), b"abcdef");
+        let (url, _) = serve_once(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2;x=y\r\nde\r\n0\r\n\r\n");
+        assert_eq!(read(t.open(&url, 5).unwrap()), b"abcde");
+        // Chunked bodies are decoded as read, and bounded the same way.
+        let (url, _) = serve_once(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nabcd\r\n4\r\nefgh\r\n0\r\n\r\n");
+        assert_eq!(read(t.open(&url, 5).unwrap()), b"abcdef");
         let (url, _) = serve_once(
-            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabcXY2\r\nde\r\n0\r\n\r\n",
         );
-        assert_eq!(read(t.open(&url, 5).unwrap()), b"abc");
+        let mut v = Vec::new();
+        assert!(t.open(&url, 5).unwrap().read_to_end(&mut v).is_err());
         let (url, _) = serve_once(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n");
         assert!(matches!(t.open(&url, 5), Err(FetchError::NotFound)));
     }
