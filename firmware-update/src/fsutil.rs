@@ -37,6 +37,14 @@ pub fn fsync_dir(dir: &Path) -> Result<()> {
         .map_err(Error::io("fsync directory", dir))
 }
 
+/// Removes `dir` and everything in it; a missing `dir` is fine.
+pub fn remove_dir_if_present(dir: &Path) -> Result<()> {
+    match std::fs::remove_dir_all(dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::io("clearing", dir)(e)),
+        _ => Ok(()),
+    }
+}
+
 /// Creates `dir` and any missing parents durably: each new directory's
 /// entry is fsync'd in its parent, so a power loss cannot take back a
 /// directory that later writes were made durable in.

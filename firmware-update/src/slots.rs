@@ -52,12 +52,7 @@ struct Staging(PathBuf);
 
 impl Staging {
     fn new(path: PathBuf) -> Result<Self> {
-        match std::fs::remove_dir_all(&path) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                return Err(Error::io("clearing", &path)(e));
-            }
-            _ => {}
-        }
+        crate::fsutil::remove_dir_if_present(&path)?;
         crate::fsutil::create_dir_durable(&path)?;
         Ok(Self(path))
     }
@@ -78,12 +73,7 @@ fn clear_slot(dir: &Path) -> Result<()> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(Error::io("removing", &record)(e)),
     }
-    match std::fs::remove_dir_all(dir) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-            return Err(Error::io("clearing", dir)(e));
-        }
-        _ => {}
-    }
+    crate::fsutil::remove_dir_if_present(dir)?;
     std::fs::create_dir_all(dir).map_err(Error::io("creating", dir))
 }
 
@@ -662,19 +652,33 @@ mod tests {
         }
     }
 
+    /// Installs version `version` (counter `n`) with `fill` writing it.
+    fn install_with(
+        slots: &Slots,
+        version: &str,
+        n: u64,
+        fill: &mut dyn FnMut(&mut dyn Write) -> Result<()>,
+        hook: &mut dyn FnMut(InstallPoint),
+    ) -> Result<()> {
+        let trial = Duration::from_secs(60);
+        slots.install_from(
+            &meta(version, n),
+            fill,
+            &Accept,
+            1,
+            trial,
+            UnixTime(0),
+            hook,
+        )
+    }
+
     fn install_good(slots: &Slots, counters: &mut FileCounters, version: &str, n: u64) {
         let data = format!("v{version}!!");
-        slots
-            .install(
-                &meta(version, n),
-                data.as_bytes(),
-                &Accept,
-                1,
-                Duration::from_secs(60),
-                UnixTime(0),
-                &mut |_| {},
-            )
-            .unwrap();
+        let write = &mut |w: &mut dyn Write| {
+            w.write_all(data.as_bytes())
+                .map_err(Error::io("writing", "m.cmdl"))
+        };
+        install_with(slots, version, n, write, &mut |_| {}).unwrap();
         slots.mark_good(counters).unwrap();
     }
 
@@ -694,28 +698,20 @@ mod tests {
         assert_eq!(artifact(&slots, inactive).unwrap(), b"v1!!");
         let mut calls = 0;
         let mut downloading = 0;
-        slots
-            .install_from(
-                &meta("3", 3),
-                &mut |w| {
-                    calls += 1;
-                    if calls == 1 {
-                        w.write_all(b"v3").unwrap();
-                        return Err(Error::Io {
-                            op: "writing",
-                            path: "m.cmdl".into(),
-                            source: std::io::ErrorKind::StorageFull.into(),
-                        });
-                    }
-                    w.write_all(b"v3!!").map_err(Error::io("writing", "m.cmdl"))
-                },
-                &Accept,
-                1,
-                Duration::from_secs(60),
-                UnixTime(0),
-                &mut |p| downloading += usize::from(p == InstallPoint::Downloading),
-            )
-            .unwrap();
+        let fill = &mut |w: &mut dyn Write| {
+            calls += 1;
+            if calls == 1 {
+                w.write_all(b"v3").unwrap();
+                return Err(Error::Io {
+                    op: "writing",
+                    path: "m.cmdl".into(),
+                    source: std::io::ErrorKind::StorageFull.into(),
+                });
+            }
+            w.write_all(b"v3!!").map_err(Error::io("writing", "m.cmdl"))
+        };
+        let hook = &mut |p| downloading += usize::from(p == InstallPoint::Downloading);
+        install_with(&slots, "3", 3, fill, hook).unwrap();
         assert_eq!(calls, 2, "downloaded again after the slot was cleared");
         assert_eq!(downloading, 1, "the crash-test point is passed once");
         assert_eq!(slots.current().unwrap().as_deref(), Some(inactive));
@@ -732,23 +728,14 @@ mod tests {
         install_good(&slots, &mut counters, "1", 1);
         install_good(&slots, &mut counters, "2", 2);
         let before = (artifact(&slots, "a"), artifact(&slots, "b"));
-        let err = slots
-            .install_from(
-                &meta("3", 3),
-                &mut |w| {
-                    w.write_all(b"v3").unwrap();
-                    Err(Error::HashMismatch {
-                        what: "m.cmdl".into(),
-                        detail: "test".into(),
-                    })
-                },
-                &Accept,
-                1,
-                Duration::from_secs(60),
-                UnixTime(0),
-                &mut |_| {},
-            )
-            .unwrap_err();
+        let fill = &mut |w: &mut dyn Write| {
+            w.write_all(b"v3").unwrap();
+            Err(Error::HashMismatch {
+                what: "m.cmdl".into(),
+                detail: "test".into(),
+            })
+        };
+        let err = install_with(&slots, "3", 3, fill, &mut |_| {}).unwrap_err();
         assert!(matches!(err, Error::HashMismatch { .. }));
         assert_eq!((artifact(&slots, "a"), artifact(&slots, "b")), before);
         assert!(!slots.root().join("staging").exists());

@@ -232,13 +232,8 @@ fn target_hash_mismatch_arbitrary_software_is_refused() {
     let before = dev.snapshot();
     let content = script("2.0.0");
     fx.release("2.0.0", 2, &content);
-    let hash = confidant_firmware_update::crypto::sha256_hex(&content);
-    let path = fx
-        .repo
-        .targets_dir()
-        .join(format!("server/{hash}.confidant"));
     // Same length, different bytes: a malicious binary.
-    std::fs::write(&path, script("6.6.6")).unwrap();
+    fx.serve_instead(&content, &script("6.6.6"));
     let err = dev.apply(&fx).unwrap_err();
     assert!(
         matches!(&err, Error::HashMismatch { what, .. } if what == "server/confidant"),
@@ -506,12 +501,7 @@ fn a_refused_download_leaves_both_slots_as_they_were() {
     );
     let content = script("3.0.0");
     fx.release("3.0.0", 3, &content);
-    let hash = confidant_firmware_update::crypto::sha256_hex(&content);
-    let path = fx
-        .repo
-        .targets_dir()
-        .join(format!("server/{hash}.confidant"));
-    std::fs::write(&path, script("6.6.6")).unwrap();
+    fx.serve_instead(&content, &script("6.6.6"));
     let err = dev.apply(&fx).unwrap_err();
     assert!(matches!(&err, Error::HashMismatch { .. }), "{err}");
     assert_eq!((dev.snapshot(), slots(&dev)), before);

@@ -328,20 +328,7 @@ fn a_target_outside_the_specification_paths_of_its_chain_is_not_found() {
 fn a_target_behind_a_role_missing_from_the_snapshot_is_not_found_and_says_why() {
     let fx = Fixture::new();
     let dev = Device::new(&fx, "device");
-    fx.repo
-        .delegate(
-            "targets",
-            &confidant_firmware_update::repo::DelegationSpec {
-                name: "extra".into(),
-                paths: vec!["extra/*".into()],
-                keys: vec![fx.keys.server.public_key().clone()],
-                threshold: 1,
-                terminating: false,
-            },
-            NOW,
-        )
-        .unwrap();
-    fx.repo.sign("targets", &[&fx.keys.targets]).unwrap();
+    fx.delegate_to(&["extra"], &["extra/*"]);
     fx.repo.add_target("extra", "extra/x", b"x", None).unwrap();
     fx.repo.sign("extra", &[&fx.keys.server]).unwrap();
     fx.publish();
@@ -378,22 +365,7 @@ fn an_expired_role_the_search_visits_before_the_target_is_a_freeze() {
     // also when the target is found in a later role.
     let fx = Fixture::new();
     let dev = Device::new(&fx, "device");
-    for name in ["a", "b"] {
-        fx.repo
-            .delegate(
-                "targets",
-                &confidant_firmware_update::repo::DelegationSpec {
-                    name: name.into(),
-                    paths: vec!["other/*".into()],
-                    keys: vec![fx.keys.server.public_key().clone()],
-                    threshold: 1,
-                    terminating: false,
-                },
-                NOW,
-            )
-            .unwrap();
-    }
-    fx.repo.sign("targets", &[&fx.keys.targets]).unwrap();
+    fx.delegate_to(&["a", "b"], &["other/*"]);
     fx.repo.add_target("b", "other/x", b"x", None).unwrap();
     for name in ["a", "b"] {
         fx.repo.sign(name, &[&fx.keys.server]).unwrap();

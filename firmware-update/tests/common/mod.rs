@@ -122,6 +122,38 @@ impl Fixture {
         self.publish();
     }
 
+    /// Delegates `paths` from `targets` to a role `name` held by the
+    /// server key (not terminating), and re-signs `targets`.
+    pub fn delegate_to(&self, names: &[&str], paths: &[&str]) {
+        for name in names {
+            self.repo
+                .delegate(
+                    "targets",
+                    &DelegationSpec {
+                        name: (*name).into(),
+                        paths: paths.iter().map(|p| (*p).into()).collect(),
+                        keys: vec![self.keys.server.public_key().clone()],
+                        threshold: 1,
+                        terminating: false,
+                    },
+                    self.now,
+                )
+                .unwrap();
+        }
+        self.repo.sign("targets", &[&self.keys.targets]).unwrap();
+    }
+
+    /// Replaces the published `server/confidant` whose signed content is
+    /// `signed` with `served` on the mirror (the hash-prefixed file name).
+    pub fn serve_instead(&self, signed: &[u8], served: &[u8]) {
+        let hash = confidant_firmware_update::crypto::sha256_hex(signed);
+        let path = self
+            .repo
+            .targets_dir()
+            .join(format!("server/{hash}.confidant"));
+        std::fs::write(path, served).unwrap();
+    }
+
     /// New snapshot and timestamp with the online keys.
     pub fn publish(&self) {
         self.repo
